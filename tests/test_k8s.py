@@ -1,0 +1,538 @@
+"""The baked project's Kubernetes manifests and runbooks.
+
+- Every manifest passes `kubernetes-validate --strict` (the schemas ship inside the wheel, offline),
+  against the newest Kubernetes it knows and against 1.30, the oldest we support (`preStop.sleep`).
+- kubernetes-validate has no schema for CRDs: it prints `WARN ... Couldn't find schema for kind
+  HTTPRoute` and exits 0, i.e. it silently skips the HTTPRoute. So the test insists that the
+  HTTPRoute is the ONLY skipped document, and validates it against HTTPROUTE_SCHEMA below: a strict
+  (additionalProperties: false) subset of the Gateway API v1 HTTPRoute CRD covering the fields we use.
+- kustomization.yaml is not a Kubernetes object either; it is checked to list exactly the other files,
+  and rendered with `kubectl kustomize` where kubectl is installed.
+- Structural checks for every hardening item, cross-references (Service selectors, HTTPRoute
+  backends, PDB, NetworkPolicy), and the runbooks' commands.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+NAMESPACE = "llm-app"
+APP = "llm-app"
+TRACKS = {"stable": {"replicas": 3, "alias": "champion"}, "canary": {"replicas": 1, "alias": "candidate"}}
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass", "StorageClass"}
+CLI_SUBCOMMANDS = {"prompts", "evaluate", "gate", "promote", "rollback", "serve", "canary"}
+CANARY_SUBCOMMANDS = {"analyze", "promote", "rollback"}
+MAKE_TARGETS_USED_BY_RUNBOOKS = {"rollback", "promote", "gate"}
+METRICS = {"llm_requests_total", "llm_request_latency_seconds_bucket", "llm_tokens_total"}
+RUNBOOKS = ("rollback.md", "alerting.md", "incident.md")
+OLDEST_KUBERNETES = "1.30"
+
+# Strict subset of gateway.networking.k8s.io/v1 HTTPRoute (Gateway API v1.x CRD), fields we use.
+_NAME = {"type": "string", "minLength": 1, "maxLength": 253, "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"}
+HTTPROUTE_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "gateway.networking.k8s.io/v1"},
+        "kind": {"const": "HTTPRoute"},
+        "metadata": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name", "namespace"],
+            "properties": {
+                "name": _NAME,
+                "namespace": _NAME,
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        },
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["parentRefs", "rules"],
+            "properties": {
+                "hostnames": {"type": "array", "items": {"type": "string"}, "maxItems": 16},
+                "parentRefs": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 32,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["name"],
+                        "properties": {
+                            "group": {"type": "string"},
+                            "kind": {"type": "string"},
+                            "name": _NAME,
+                            "namespace": _NAME,
+                            "sectionName": {"type": "string"},
+                            "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                        },
+                    },
+                },
+                "rules": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 16,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "name": {"type": "string"},
+                            "matches": {
+                                "type": "array",
+                                "maxItems": 64,
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "path": {
+                                            "type": "object",
+                                            "additionalProperties": False,
+                                            "properties": {
+                                                "type": {"enum": ["Exact", "PathPrefix", "RegularExpression"]},
+                                                "value": {"type": "string", "pattern": "^/", "maxLength": 1024},
+                                            },
+                                        },
+                                        "method": {"type": "string"},
+                                    },
+                                },
+                            },
+                            "backendRefs": {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": 16,
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["name", "port"],
+                                    "properties": {
+                                        "group": {"type": "string"},
+                                        "kind": {"const": "Service"},
+                                        "name": _NAME,
+                                        "namespace": _NAME,
+                                        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                                        "weight": {"type": "integer", "minimum": 0, "maximum": 1000000},
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def project(bake) -> Path:
+    return bake()
+
+
+@pytest.fixture(scope="module")
+def k8s_dir(project: Path) -> Path:
+    path = project / "k8s"
+    assert path.is_dir(), f"{path} missing"
+    return path
+
+
+@pytest.fixture(scope="module")
+def manifest_files(k8s_dir: Path) -> list[Path]:
+    files = sorted(p for p in k8s_dir.glob("*.yaml") if p.name != "kustomization.yaml")
+    assert files, "no manifests"
+    assert not list(k8s_dir.glob("*.yml")), "use the .yaml extension"
+    return files
+
+
+@pytest.fixture(scope="module")
+def objects(manifest_files: list[Path]) -> list[dict]:
+    docs = []
+    for path in manifest_files:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                doc["__file__"] = path.name
+                docs.append(doc)
+    return docs
+
+
+def _of_kind(objects: list[dict], kind: str) -> list[dict]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def _by_name(objects: list[dict], kind: str) -> dict[str, dict]:
+    return {o["metadata"]["name"]: o for o in _of_kind(objects, kind)}
+
+
+def _strip(obj: dict) -> dict:
+    return {k: v for k, v in obj.items() if k != "__file__"}
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+# ------------------------------------------------------------------------------------------ validators
+
+
+def _kubernetes_validate() -> Path:
+    exe = Path(sys.executable).parent / ("kubernetes-validate" + (".exe" if sys.platform == "win32" else ""))
+    if not exe.exists():
+        pytest.fail(f"kubernetes-validate not installed next to {sys.executable} (pip install kubernetes-validate)")
+    return exe
+
+
+@pytest.mark.parametrize("version", [None, OLDEST_KUBERNETES], ids=["latest", OLDEST_KUBERNETES])
+def test_kubernetes_validate_strict(manifest_files: list[Path], objects: list[dict], version: str | None):
+    cmd = [str(_kubernetes_validate()), "--strict"]
+    if version:
+        cmd += ["-k", version]
+    out = subprocess.run(
+        cmd + [str(p) for p in manifest_files], capture_output=True, text=True, timeout=300, check=False
+    )
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text
+    assert "ERROR" not in text and "FATAL" not in text, text
+    # A document without a schema is skipped with a WARN and rc 0: only the HTTPRoute may be.
+    warned = sorted(Path(m).name for m in re.findall(r"^WARN (\S+) ", text, re.MULTILINE))
+    assert warned == ["httproute.yaml"], text
+    passed = re.findall(r"^INFO \S+ passed for resource", text, re.MULTILINE)
+    assert len(passed) == len([o for o in objects if o["kind"] != "HTTPRoute"]), text
+
+
+def test_httproute_schema(objects: list[dict]):
+    routes = _of_kind(objects, "HTTPRoute")
+    assert len(routes) == 1
+    jsonschema.Draft202012Validator.check_schema(HTTPROUTE_SCHEMA)
+    jsonschema.Draft202012Validator(HTTPROUTE_SCHEMA).validate(_strip(routes[0]))
+
+
+def test_httproute_schema_rejects_typos():
+    """The hand-written schema is strict: a misspelt field fails."""
+    bad = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "x", "namespace": "y"},
+        "spec": {"parentRefs": [{"name": "g"}], "rules": [{"backendRef": [{"name": "s", "port": 80}]}]},
+    }
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(HTTPROUTE_SCHEMA).validate(bad)
+
+
+def test_kustomization_lists_exactly_the_manifests(k8s_dir: Path, manifest_files: list[Path], objects):
+    kust = yaml.safe_load((k8s_dir / "kustomization.yaml").read_text())
+    assert kust["apiVersion"] == "kustomize.config.k8s.io/v1beta1"
+    assert kust["kind"] == "Kustomization"
+    resources = kust["resources"]
+    assert len(resources) == len(set(resources)), "duplicate resource"
+    assert set(resources) == {p.name for p in manifest_files}
+    # namespace.yaml first, so `kubectl apply -k` creates the namespace before what lives in it.
+    assert resources[0] == "namespace.yaml"
+    kubectl = shutil.which("kubectl")
+    if kubectl:
+        out = subprocess.run(
+            [kubectl, "kustomize", str(k8s_dir)], capture_output=True, text=True, timeout=120, check=False
+        )
+        assert out.returncode == 0, out.stderr
+        rendered = [d for d in yaml.safe_load_all(out.stdout) if d]
+        key = lambda o: (o["kind"], o["metadata"]["name"])
+        assert sorted(map(key, rendered)) == sorted(map(key, objects))
+
+
+def test_no_jinja_in_manifests(k8s_dir: Path):
+    # k8s/ is copied without rendering: any {{ cookiecutter.* }} would ship verbatim.
+    for path in k8s_dir.iterdir():
+        text = path.read_text()
+        assert "{{" not in text and "{%" not in text, path.name
+
+
+# --------------------------------------------------------------------------------------------- objects
+
+
+def test_every_namespaced_object_names_the_namespace(objects: list[dict]):
+    namespaces = _of_kind(objects, "Namespace")
+    assert [n["metadata"]["name"] for n in namespaces] == [NAMESPACE]
+    labels = namespaces[0]["metadata"].get("labels", {})
+    assert labels.get("pod-security.kubernetes.io/enforce") == "restricted"
+    for obj in objects:
+        if obj["kind"] in CLUSTER_SCOPED:
+            continue
+        assert obj["metadata"].get("namespace") == NAMESPACE, f"{obj['__file__']}: {obj['kind']}"
+
+
+def test_deployments_one_per_track(objects: list[dict]):
+    deployments = _of_kind(objects, "Deployment")
+    tracks = {d["spec"]["template"]["metadata"]["labels"]["track"]: d for d in deployments}
+    assert set(tracks) == set(TRACKS) and len(deployments) == len(TRACKS)
+    for track, dep in tracks.items():
+        assert dep["metadata"]["name"] == f"{APP}-{track}"
+        assert dep["spec"]["replicas"] == TRACKS[track]["replicas"]
+        pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert pod_labels["app"] == APP
+        assert dep["metadata"]["labels"] == {"app": APP, "track": track}
+        assert dep["spec"]["selector"]["matchLabels"] == {"app": APP, "track": track}
+        assert _selects(dep["spec"]["selector"]["matchLabels"], pod_labels)
+
+
+@pytest.fixture(scope="module")
+def deployments(objects: list[dict]) -> list[dict]:
+    deps = _of_kind(objects, "Deployment")
+    assert deps
+    return deps
+
+
+def _containers(pod: dict) -> list[dict]:
+    return pod["containers"] + pod.get("initContainers", [])
+
+
+def test_pod_hardening(deployments: list[dict], objects: list[dict]):
+    for dep in deployments:
+        pod = dep["spec"]["template"]["spec"]
+        name = dep["metadata"]["name"]
+        assert pod["automountServiceAccountToken"] is False, name
+        sa = pod.get("serviceAccountName")
+        if sa:
+            account = _by_name(objects, "ServiceAccount")[sa]
+            assert account["automountServiceAccountToken"] is False
+        psc = pod["securityContext"]
+        assert psc["runAsNonRoot"] is True, name
+        assert psc["runAsUser"] == 10001, name
+        assert psc["seccompProfile"]["type"] == "RuntimeDefault", name
+        assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC"), name
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for c in _containers(pod):
+            where = f"{name}/{c['name']}"
+            sc = c["securityContext"]
+            assert sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True, where
+            assert sc.get("runAsUser", psc.get("runAsUser")) == 10001, where
+            assert sc.get("seccompProfile", psc.get("seccompProfile"))["type"] == "RuntimeDefault", where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc.get("privileged", False) is False, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert not sc["capabilities"].get("add"), where
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(c["resources"][kind]), f"{where}: {kind}"
+            tmp = [m for m in c["volumeMounts"] if m["mountPath"] == "/tmp"]
+            assert len(tmp) == 1, where
+            assert "emptyDir" in volumes[tmp[0]["name"]], where
+
+
+def test_probes_and_port(deployments: list[dict]):
+    for dep in deployments:
+        for c in dep["spec"]["template"]["spec"]["containers"]:
+            where = f"{dep['metadata']['name']}/{c['name']}"
+            ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+            assert ports == {"http": 8000}, where
+            live, ready = c["livenessProbe"], c["readinessProbe"]
+            assert live["httpGet"]["path"] == "/healthz", where
+            assert ready["httpGet"]["path"] == "/readyz", where
+            assert live != ready, where
+            for probe in (live, ready, c.get("startupProbe")):
+                if probe:
+                    assert ports.get(probe["httpGet"]["port"], probe["httpGet"]["port"]) == 8000, where
+
+
+def test_image_and_env(deployments: list[dict], objects: list[dict]):
+    configmaps = _by_name(objects, "ConfigMap")
+    for dep in deployments:
+        track = dep["spec"]["template"]["metadata"]["labels"]["track"]
+        (c,) = dep["spec"]["template"]["spec"]["containers"]
+        assert c["name"] == "app"  # `kubectl set image deployment/... app=...` relies on it
+        assert c["image"] == f"{APP}:{track}"
+        assert c["imagePullPolicy"] == "IfNotPresent"
+        env = {e["name"]: e for e in c["env"]}
+        assert env["APP_MODEL_ALIAS"]["value"] == TRACKS[track]["alias"]
+        assert env["MLFLOW_DISABLE_TELEMETRY"]["value"] == "true"
+        assert env["DO_NOT_TRACK"]["value"] == "1"
+        for var, key in (("MLFLOW_TRACKING_URI", "mlflow-tracking-uri"), ("MODEL_API_KEY", "model-api-key")):
+            ref = env[var]["valueFrom"]["secretKeyRef"]
+            assert (ref["name"], ref["key"]) == ("llm-app-secrets", key)
+            assert "value" not in env[var]
+        refs = [e["configMapRef"]["name"] for e in c["envFrom"]]
+        assert refs == ["llm-app-config"] and "llm-app-config" in configmaps
+    data = configmaps["llm-app-config"]["data"]
+    assert data["SHADOW_FRACTION"] == "0" and data["LOG_CONTENT"] == "false"
+    assert _of_kind(objects, "Secret") == [], "secrets are created by hand, never committed"
+
+
+def test_services_select_deployments(objects: list[dict], deployments: list[dict]):
+    services = _by_name(objects, "Service")
+    assert set(services) == {APP, f"{APP}-stable", f"{APP}-canary"}
+    pods = {d["spec"]["template"]["metadata"]["labels"]["track"]: d["spec"]["template"] for d in deployments}
+
+    def selected(svc: dict) -> set[str]:
+        return {t for t, tpl in pods.items() if _selects(svc["spec"]["selector"], tpl["metadata"]["labels"])}
+
+    assert selected(services[APP]) == set(TRACKS)  # replica-ratio fallback
+    for track in TRACKS:
+        assert selected(services[f"{APP}-{track}"]) == {track}
+    for svc in services.values():
+        for port in svc["spec"]["ports"]:
+            for tpl in pods.values():
+                (c,) = tpl["spec"]["containers"]
+                names = {p["name"]: p["containerPort"] for p in c["ports"]}
+                assert names.get(port["targetPort"], port["targetPort"]) == 8000
+
+
+def test_httproute_weights_and_backends(objects: list[dict]):
+    (route,) = _of_kind(objects, "HTTPRoute")
+    services = _by_name(objects, "Service")
+    (parent,) = route["spec"]["parentRefs"]
+    assert parent["name"] == "llm-gateway" and parent.get("kind", "Gateway") == "Gateway"
+    for rule in route["spec"]["rules"]:
+        refs = rule["backendRefs"]
+        assert sum(r.get("weight", 1) for r in refs) == 100
+        weights = {r["name"]: r["weight"] for r in refs}
+        assert weights == {f"{APP}-stable": 90, f"{APP}-canary": 10}
+        for ref in refs:
+            svc = services[ref["name"]]  # exists
+            assert ref.get("namespace", NAMESPACE) == svc["metadata"]["namespace"]
+            assert ref["port"] in {p["port"] for p in svc["spec"]["ports"]}
+    # Order matters to the patch commands in k8s/README.md (/backendRefs/0 = stable, /1 = canary).
+    assert [r["name"] for r in route["spec"]["rules"][0]["backendRefs"]] == [f"{APP}-stable", f"{APP}-canary"]
+
+
+def test_pdb(objects: list[dict], deployments: list[dict]):
+    (pdb,) = _of_kind(objects, "PodDisruptionBudget")
+    assert pdb["apiVersion"] == "policy/v1"
+    for dep in deployments:
+        assert _selects(pdb["spec"]["selector"]["matchLabels"], dep["spec"]["template"]["metadata"]["labels"])
+    assert ("minAvailable" in pdb["spec"]) != ("maxUnavailable" in pdb["spec"])
+
+
+def test_networkpolicy(objects: list[dict], deployments: list[dict]):
+    policies = _of_kind(objects, "NetworkPolicy")
+    deny = [p for p in policies if p["spec"]["podSelector"] == {}]
+    assert len(deny) == 1
+    assert "Ingress" in deny[0]["spec"]["policyTypes"] and not deny[0]["spec"].get("ingress")
+    app = [p for p in policies if p is not deny[0]]
+    assert len(app) == 1
+    spec = app[0]["spec"]
+    for dep in deployments:
+        assert _selects(spec["podSelector"]["matchLabels"], dep["spec"]["template"]["metadata"]["labels"])
+    ingress_ports = {p["port"] for rule in spec["ingress"] for p in rule["ports"]}
+    assert ingress_ports == {8000}
+    assert all(rule.get("from") for rule in spec["ingress"]), "ingress from anywhere"
+    sources = [peer for rule in spec["ingress"] for peer in rule["from"]]
+    ns = {p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for p in sources}
+    assert {"gateway-system", "monitoring"} <= ns
+    egress = {(p.get("protocol", "TCP"), p["port"]) for rule in spec["egress"] for p in rule["ports"]}
+    assert {("UDP", 53), ("TCP", 53), ("TCP", 443), ("TCP", 5000)} <= egress
+
+
+# -------------------------------------------------------------------------------------------- runbooks
+
+
+def _fenced_blocks(text: str) -> list[tuple[str, str]]:
+    return re.findall(r"^```(\w*)\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
+
+
+def _shell_commands(text: str) -> list[str]:
+    """Logical command lines of the bash blocks: continuations joined, comments and `$ ` dropped."""
+    commands = []
+    for lang, body in _fenced_blocks(text):
+        if lang not in ("bash", "sh", "shell", "console", ""):
+            continue
+        body = re.sub(r"\\\n\s*", " ", body)
+        for line in body.splitlines():
+            line = line.strip().removeprefix("$ ")
+            if line and not line.startswith("#"):
+                commands.append(line)
+    return commands
+
+
+@pytest.fixture(scope="module")
+def runbooks(project: Path) -> dict[str, str]:
+    directory = project / "docs" / "runbooks"
+    texts = {name: (directory / name).read_text() for name in RUNBOOKS}
+    for name, text in texts.items():
+        assert "{{" not in text and "{%" not in text, f"{name}: unrendered Jinja"
+    return texts
+
+
+def test_runbook_cli_commands_exist(runbooks: dict[str, str], project: Path):
+    cli = project.name
+    seen = set()
+    for name, text in runbooks.items():
+        for command in _shell_commands(text):
+            words = command.split()
+            if words[0] != cli:
+                continue
+            assert len(words) > 1 and words[1] in CLI_SUBCOMMANDS, f"{name}: {command}"
+            if words[1] == "canary":
+                assert len(words) > 2 and words[2] in CANARY_SUBCOMMANDS, f"{name}: {command}"
+            seen.add(tuple(words[1:3]))
+        # Inline `code` spans in prose too.
+        for span in re.findall(r"`([^`\n]+)`", re.sub(r"^```.*?^```", "", text, flags=re.DOTALL | re.MULTILINE)):
+            words = span.split()
+            if words and words[0] == cli:
+                assert len(words) > 1 and words[1] in CLI_SUBCOMMANDS, f"{name}: {span}"
+    assert ("canary", "rollback") in seen and ("canary", "analyze") in seen, seen
+
+
+def test_runbook_make_targets_exist(runbooks: dict[str, str], project: Path):
+    used = {
+        c.split()[1]
+        for text in runbooks.values()
+        for c in _shell_commands(text)
+        if c.startswith("make ") and len(c.split()) > 1
+    }
+    assert used and used <= MAKE_TARGETS_USED_BY_RUNBOOKS, used
+    assert (project / "Makefile").is_file(), "the runbooks use make targets but the project has no Makefile"
+    makefile = (project / "Makefile").read_text()
+    for target in used:
+        assert re.search(rf"^{target}\s*:", makefile, re.MULTILINE), f"Makefile has no target {target}"
+
+
+def test_runbook_kubectl_commands_name_real_objects(runbooks: dict[str, str], objects: list[dict], project: Path):
+    names = {(o["kind"].lower(), o["metadata"]["name"]) for o in objects}
+    alias = {"svc": "service", "deploy": "deployment", "cm": "configmap", "pods": "pod"}
+    texts = dict(runbooks)
+    texts["k8s/README.md"] = (project / "k8s" / "README.md").read_text()
+    count = 0
+    for name, text in texts.items():
+        for command in _shell_commands(text):
+            if not command.startswith("kubectl "):
+                continue
+            count += 1
+            if "apply" not in command.split()[1:2]:
+                assert f"-n {NAMESPACE}" in command, f"{name}: {command}"
+            for kind, obj in re.findall(r"\b(deployment|deploy|svc|service)/([a-z0-9-]+)", command):
+                assert (alias.get(kind, kind), obj) in names, f"{name}: {command}"
+            for kind, obj in re.findall(r"\b(httproute|configmap|pdb) ([a-z0-9-]+)", command):
+                kind = {"pdb": "poddisruptionbudget"}.get(kind, kind)
+                assert (kind, obj) in names, f"{name}: {command}"
+    assert count > 10
+
+
+def test_alert_rules(runbooks: dict[str, str]):
+    blocks = [body for lang, body in _fenced_blocks(runbooks["alerting.md"]) if lang == "yaml"]
+    assert len(blocks) == 1
+    rules = [r for group in yaml.safe_load(blocks[0])["groups"] for r in group["rules"]]
+    assert len(rules) >= 3
+    used = set()
+    for rule in rules:
+        assert set(rule) == {"alert", "expr", "for", "labels", "annotations"}, rule.get("alert")
+        assert re.fullmatch(r"\d+[smh]", rule["for"])
+        assert rule["labels"]["severity"] in {"page", "ticket"}
+        assert rule["annotations"]["summary"] and rule["annotations"]["runbook"].startswith("docs/runbooks/")
+        expr = rule["expr"]
+        for open_, close in ("()", "{}", "[]"):
+            assert expr.count(open_) == expr.count(close), f"{rule['alert']}: unbalanced {open_}{close}"
+        used |= set(re.findall(r"\bllm_[a-z_]+", expr))
+    assert used == METRICS, used
+    assert any("canary" in r["expr"] and "stable" in r["expr"] for r in rules), "no canary-vs-stable rule"

@@ -1,0 +1,266 @@
+"""The baked project's GitHub workflows: validators (zizmor, JSON schema) and the security contract.
+
+Workflows are copied without Jinja, so these tests run on what a user really gets after the
+post-gen hook (which swaps the eval job's runner line).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+RUNNERS = {"ubuntu-latest": "ubuntu-latest", "self-hosted-gpu": ["self-hosted", "gpu"]}
+# Answers for each runner (the pre-gen hook only accepts a GPU runner with a remote model endpoint).
+RUNNER_ANSWERS = {
+    "ubuntu-latest": {},
+    "self-hosted-gpu": {"eval_runner": "self-hosted-gpu", "model_backend": "openai-compatible"},
+}
+# The only jobs that may write to pull requests / the repository.
+PR_WRITERS = {("ci.yml", "report"), ("retrain.yml", "open-pr")}
+CONTENT_WRITERS = {("retrain.yml", "open-pr")}
+USES_LINE = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+)(.*)$")
+PINNED = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_./-]+)?@[0-9a-f]{40}$")
+VERSION_COMMENT = re.compile(r"^\s+#\s*v\d+(?:\.\d+){0,2}\b")
+
+
+def tool(name: str) -> str:
+    """A validator installed next to the interpreter running the tests (or on PATH); never skipped."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed: install the template's test requirements")
+    return found
+
+
+def workflow_files(project: Path) -> list[Path]:
+    files = sorted((project / ".github" / "workflows").glob("*.yml"))
+    assert [f.name for f in files] == ["ci.yml", "retrain.yml"]
+    return files
+
+
+def load(path: Path) -> dict:
+    data = yaml.safe_load(path.read_text())
+    # PyYAML (YAML 1.1) reads the `on:` key as the boolean True.
+    if True in data:
+        data["on"] = data.pop(True)
+    return data
+
+
+def steps(job: dict) -> list[dict]:
+    return job.get("steps", [])
+
+
+def run_scripts(project: Path):
+    for path in workflow_files(project):
+        for job_id, job in load(path)["jobs"].items():
+            for step in steps(job):
+                if "run" in step:
+                    yield path.name, job_id, step.get("name", "?"), step["run"]
+
+
+@pytest.fixture(scope="module", params=sorted(RUNNERS))
+def project(request, bake) -> Path:
+    return bake(**RUNNER_ANSWERS[request.param])
+
+
+@pytest.fixture(scope="module")
+def default_project(bake) -> Path:
+    return bake()
+
+
+def test_zizmor_offline_clean(project: Path) -> None:
+    result = subprocess.run(
+        [tool("zizmor"), "--offline", "--no-progress", "--color=never", str(project / ".github")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_workflows_match_the_github_schema(project: Path) -> None:
+    result = subprocess.run(
+        [
+            tool("check-jsonschema"),
+            "--builtin-schema",
+            "vendor.github-workflows",
+            *map(str, workflow_files(project)),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dependabot_matches_its_schema(default_project: Path) -> None:
+    config = default_project / ".github" / "dependabot.yml"
+    result = subprocess.run(
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.dependabot", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    ecosystems = {u["package-ecosystem"] for u in yaml.safe_load(config.read_text())["updates"]}
+    assert {"github-actions", "pip"} <= ecosystems
+
+
+def test_no_template_syntax_left(project: Path) -> None:
+    for path in workflow_files(project):
+        text = path.read_text()
+        assert "cookiecutter." not in text, path.name
+        assert "{%" not in text, path.name
+        # Every `{{` is a GitHub expression `${{`, never a Jinja leftover.
+        assert text.count("{{") == text.count("${{"), path.name
+
+
+def test_top_level_permissions_and_concurrency(project: Path) -> None:
+    for path in workflow_files(project):
+        wf = load(path)
+        assert wf.get("permissions") in ({}, {"contents": "read"}), path.name
+        assert "concurrency" in wf, path.name
+        assert "pull_request_target" not in wf["on"], path.name
+        assert "workflow_run" not in wf["on"], path.name
+
+
+def test_every_job_has_timeout_and_least_privilege(project: Path) -> None:
+    for path in workflow_files(project):
+        for job_id, job in load(path)["jobs"].items():
+            where = f"{path.name}:{job_id}"
+            assert isinstance(job.get("timeout-minutes"), int), where
+            perms = job.get("permissions")
+            assert isinstance(perms, dict), f"{where}: per-job permissions must be explicit"
+            if perms.get("pull-requests") == "write":
+                assert (path.name, job_id) in PR_WRITERS, where
+            if perms.get("contents") == "write":
+                assert (path.name, job_id) in CONTENT_WRITERS, where
+    ci = load(workflow_files(project)[0])["jobs"]
+    assert ci["report"]["permissions"] == {"pull-requests": "write"}
+    retrain = load(workflow_files(project)[1])["jobs"]
+    assert retrain["open-pr"]["permissions"] == {"contents": "write", "pull-requests": "write"}
+
+
+def test_every_action_pinned_to_a_commit_with_version_comment(project: Path) -> None:
+    for path in workflow_files(project):
+        raw = [USES_LINE.match(line) for line in path.read_text().splitlines()]
+        raw = [m for m in raw if m]
+        parsed = [s["uses"] for job in load(path)["jobs"].values() for s in steps(job) if "uses" in s]
+        assert [m.group(1) for m in raw] == parsed, path.name
+        assert parsed, path.name
+        for m in raw:
+            assert PINNED.match(m.group(1)), f"{path.name}: {m.group(1)} is not pinned to a full SHA"
+            assert VERSION_COMMENT.match(m.group(2)), f"{path.name}: {m.group(1)} lacks a '# vX.Y.Z'"
+
+
+def test_checkouts_do_not_persist_credentials(project: Path) -> None:
+    for path in workflow_files(project):
+        for job_id, job in load(path)["jobs"].items():
+            for step in steps(job):
+                if step.get("uses", "").startswith("actions/checkout@"):
+                    assert step.get("with", {}).get("persist-credentials") is False, f"{path.name}:{job_id}"
+
+
+def test_no_expressions_inside_run(project: Path) -> None:
+    for name, job_id, step, script in run_scripts(project):
+        assert "${{" not in script, f"{name}:{job_id}:{step} interpolates an expression into a shell"
+
+
+def test_eval_job_runner_follows_the_answer(bake) -> None:
+    for answer, expected in RUNNERS.items():
+        ci = bake(**RUNNER_ANSWERS[answer]) / ".github" / "workflows" / "ci.yml"
+        assert load(ci)["jobs"]["eval"]["runs-on"] == expected, answer
+        assert "# eval_runner" in ci.read_text()
+        # Only the eval job moves to the GPU runner.
+        others = {j: job["runs-on"] for j, job in load(ci)["jobs"].items() if j != "eval"}
+        assert set(map(str, others.values())) == {"ubuntu-latest"}, others
+
+
+def test_eval_job_contract(default_project: Path) -> None:
+    jobs = load(default_project / ".github" / "workflows" / "ci.yml")["jobs"]
+    ev = jobs["eval"]
+    assert "github.event.pull_request.head.repo.full_name == github.repository" in ev["if"]
+    checkout = next(s for s in steps(ev) if s.get("uses", "").startswith("actions/checkout@"))
+    assert checkout["with"]["fetch-depth"] == 0
+    uses = [s.get("uses", "").split("@")[0] for s in steps(ev)]
+    assert "actions/cache" in uses and "actions/upload-artifact" in uses
+    cache = next(s for s in steps(ev) if s.get("uses", "").startswith("actions/cache@"))
+    assert "~/.cache/cookiecutter-llmops/wheels" in cache["with"]["path"]
+    for part in ("runner.os", "runner.arch", "hashFiles('pyproject.toml')"):
+        assert part in cache["with"]["key"]
+    scripts = "\n".join(s.get("run", "") for s in steps(ev))
+    for target in ("setup", "pull", "repro", "gate", "fetch-base"):
+        assert re.search(rf"\bmake {target}\b", scripts), target
+    report = jobs["report"]
+    assert report["needs"] in ("eval", ["eval"])
+    assert "always()" in report["if"] and "pull_request" in report["if"]
+
+
+def test_deploy_job_contract(default_project: Path) -> None:
+    deploy = load(default_project / ".github" / "workflows" / "ci.yml")["jobs"]["deploy"]
+    assert set(deploy["needs"]) >= {"checks", "eval"}
+    assert deploy["environment"] == "production"
+    assert deploy["permissions"] == {"contents": "read", "id-token": "write"}
+    assert "push" in deploy["if"] and "refs/heads/main" in deploy["if"]
+    uses = [s.get("uses", "").split("@")[0] for s in steps(deploy)]
+    assert "aws-actions/configure-aws-credentials" in uses
+    assert any("make canary-deploy" in s.get("run", "") for s in steps(deploy))
+
+
+def test_retrain_opens_a_pr_and_never_merges(default_project: Path) -> None:
+    path = default_project / ".github" / "workflows" / "retrain.yml"
+    wf = load(path)
+    assert "schedule" in wf["on"] and "workflow_dispatch" in wf["on"]
+    text = path.read_text()
+    assert "gh pr create" in text or "peter-evans/create-pull-request@" in text
+    assert "gh pr merge" not in text and "--auto" not in text and "automerge" not in text
+
+
+def test_python_version_files_exist(project: Path) -> None:
+    for path in workflow_files(project):
+        for job in load(path)["jobs"].values():
+            for step in steps(job):
+                version_file = step.get("with", {}).get("python-version-file")
+                if version_file:
+                    assert (project / version_file).is_file(), f"{path.name} needs {version_file}"
+
+
+def makefile_targets(makefile: Path) -> set[str]:
+    targets: set[str] = set()
+    for line in makefile.read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9_.%/-]+(?:[ \t]+[A-Za-z0-9_.%/-]+)*)[ \t]*::?(?!=)", line)
+        if m:
+            targets.update(m.group(1).split())
+    return targets
+
+
+def make_calls(script: str) -> list[str]:
+    """The target of every `make ...` in a shell script (options and VAR=value skipped)."""
+    found = []
+    for m in re.finditer(r"(?:^|[\s;&|(])make((?:[ \t]+[^\s;&|)]+)+)", script):
+        for word in m.group(1).split():
+            if word.startswith("-") or "=" in word:
+                continue
+            found.append(word.strip("\"'"))
+            break
+    return found
+
+
+def test_every_make_target_exists(default_project: Path) -> None:
+    targets = makefile_targets(default_project / "Makefile")
+    called = {
+        (name, job_id, target)
+        for name, job_id, _, script in run_scripts(default_project)
+        for target in make_calls(script)
+    }
+    assert called, "the workflows call no make target"
+    missing = sorted(c for c in called if c[2] not in targets)
+    assert not missing, f"make targets missing from the Makefile: {missing}"

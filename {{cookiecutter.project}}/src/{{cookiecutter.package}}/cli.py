@@ -1,0 +1,59 @@
+"""`<project> <command>`: one entry point, commands imported only when run.
+
+Start-up must stay fast (`--help` in well under 0.5 s), so this module imports nothing heavy: each
+command lives in its own module and is imported after the command name is known.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+from . import PACKAGE, PROJECT
+from .errors import UserError
+
+PROG = PROJECT
+
+# name -> (module with `main(argv) -> int`, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "params": ("settings", "validate params.yaml and print the resolved settings"),
+    "prompts": ("prompts", "prompt templates: `check` validates all, `list` shows versions"),
+    "preprocess": ("stages.preprocess", "DVC stage: validate, normalise and hash the eval set"),
+    "evaluate": ("stages.evaluate", "DVC stage: run the golden set through the model and score it"),
+    "register": ("stages.register", "DVC stage: record the evaluated version (models/version.json)"),
+    "gate": ("gate", "PR gate: compare eval metrics with a base revision (dvc metrics diff)"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"usage: {PROG} <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", f"Run `{PROG} <command> --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if args else 2
+    if args[0] == "--version":
+        from . import __version__
+
+        print(f"{PROG} {__version__}")
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"{PROG}: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"{PACKAGE}.{COMMANDS[name][0]}")
+    try:
+        return module.main(rest, prog=f"{PROG} {name}")
+    except UserError as exc:
+        print(f"{PROG} {name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG} {name}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""The evaluation harness: golden set -> runner (model calls, cache, repeats) -> scorers -> metrics."""

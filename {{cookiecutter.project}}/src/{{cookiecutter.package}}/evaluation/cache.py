@@ -1,0 +1,47 @@
+"""Response cache on disk: one small JSON file per successful call, written atomically.
+
+Key = sha256 of the canonical JSON of everything that decides the answer: endpoint kind, model,
+rendered messages, sampling parameters and the repeat index. Errors are never cached, so a re-run
+retries exactly what failed; an interrupted run resumes from what it had already written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def cache_key(**parts: Any) -> str:
+    canonical = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ResponseCache:
+    def __init__(self, root: Path | str, enabled: bool = True) -> None:
+        self.root = Path(root)
+        self.enabled = enabled
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        if not self.enabled:
+            return None
+        try:
+            return json.loads(self._path(key).read_text())
+        except (OSError, ValueError):
+            return None  # missing or torn: treat as a miss and call again
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "w") as out:
+            json.dump(value, out, ensure_ascii=False)
+        os.replace(tmp, path)  # atomic: a reader never sees half a file

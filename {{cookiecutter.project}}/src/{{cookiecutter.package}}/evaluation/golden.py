@@ -1,0 +1,136 @@
+"""The golden set: one JSON object per line, validated before any model call.
+
+A bad line is reported with its file, line number and field, and every bad line is reported at
+once, so a reviewer fixes the file in one go. Duplicate ids are an error: results are paired by id.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+
+EXAMPLE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["id", "prompt", "input"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]*$"},
+        "prompt": {"type": "string", "minLength": 1},
+        "input": {"type": "object", "additionalProperties": {"type": "string"}},
+        "expected": {"type": ["string", "object"]},
+        "contains": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        "not_contains": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        "regex": {"type": "string", "minLength": 1},
+        "json_schema": {"type": "object"},
+        "reference": {"type": "string", "minLength": 1},
+        "grounded": {"type": "boolean"},
+        "max_latency_ms": {"type": "number", "exclusiveMinimum": 0},
+        "tags": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
+class GoldenSetError(UserError):
+    """The golden set has bad lines; the message lists each with its line number and field."""
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    prompt: str
+    input: Mapping[str, str]
+    expectations: Mapping[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "prompt": self.prompt,
+            "input": dict(self.input),
+            **self.expectations,
+            "tags": list(self.tags),
+        }
+
+
+def parse_lines(lines: Iterable[str], source: str) -> list[Example]:
+    """Parse and validate every line; raise GoldenSetError listing every problem."""
+    import re
+
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(EXAMPLE_SCHEMA)
+    problems: list[str] = []
+    examples: list[Example] = []
+    first_line: dict[str, int] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{source}:{number}"
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.append(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+        for error in errors:
+            path = ".".join(map(str, error.absolute_path))
+            if error.validator == "additionalProperties" and not path:
+                problems.append(f"{where}: {error.message}")
+            else:
+                problems.append(f"{where}: {path or '(line)'}: {error.message}")
+        if errors:
+            continue
+        if "regex" in data:
+            try:
+                re.compile(data["regex"])
+            except re.error as exc:
+                problems.append(f"{where}: regex: invalid pattern ({exc})")
+                continue
+        if data["id"] in first_line:
+            problems.append(f"{where}: id: duplicate id {data['id']!r} (first on line {first_line[data['id']]})")
+            continue
+        first_line[data["id"]] = number
+        expectations = {k: v for k, v in data.items() if k not in ("id", "prompt", "input", "tags")}
+        examples.append(Example(data["id"], data["prompt"], data["input"], expectations, tuple(data.get("tags", []))))
+    if problems:
+        raise GoldenSetError(f"{len(problems)} problem(s) in {source}:\n" + "\n".join(problems))
+    if not examples:
+        raise GoldenSetError(f"{source}: no examples")
+    return examples
+
+
+def load(path: Path) -> list[Example]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise GoldenSetError(f"{path}: cannot read ({exc.strerror})") from None
+    return parse_lines(text.splitlines(), str(path))
+
+
+def check_prompts(examples: Iterable[Example], prompts: Mapping[str, Any], source: str) -> None:
+    """Each example names an existing prompt and gives exactly its variables."""
+    problems = []
+    for example in examples:
+        prompt = prompts.get(example.prompt)
+        if prompt is None:
+            problems.append(
+                f"{source}: {example.id}: prompt: no template {example.prompt!r} (have: {', '.join(sorted(prompts))})"
+            )
+            continue
+        missing = sorted(set(prompt.variables) - set(example.input))
+        extra = sorted(set(example.input) - set(prompt.variables))
+        if missing:
+            problems.append(
+                f"{source}: {example.id}: input: missing variable(s) {', '.join(missing)} of {example.prompt}"
+            )
+        if extra:
+            problems.append(
+                f"{source}: {example.id}: input: variable(s) {', '.join(extra)} not declared by {example.prompt}"
+            )
+    if problems:
+        raise GoldenSetError("\n".join(problems))

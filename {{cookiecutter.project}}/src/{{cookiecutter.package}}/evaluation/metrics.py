@@ -1,0 +1,91 @@
+"""Results -> the flat metrics DVC diffs: rates with 95% intervals, errors, latency, tokens, cost.
+
+Flat keys of plain numbers only (`dvc metrics diff` flattens nested keys with dots, and the gate
+reads them back by name). A pass rate is over *answered* calls: errors are counted apart, in
+`error_rate`, so a flaky endpoint does not look like a worse prompt.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .runner import Result
+from .stats import percentile, wilson_interval
+
+
+def per_example(results: Sequence[Result]) -> dict[str, dict[str, Any]]:
+    """Each example's pass rate over its repeats, and whether the repeats disagreed (flaky)."""
+    grouped: dict[str, list[Result]] = defaultdict(list)
+    for result in results:
+        grouped[result.id].append(result)
+    summary = {}
+    for example_id, runs in grouped.items():
+        answered = [r for r in runs if r.passed is not None]
+        passes = sum(bool(r.passed) for r in answered)
+        summary[example_id] = {
+            "runs": len(runs),
+            "answered": len(answered),
+            "pass_rate": passes / len(answered) if answered else None,
+            "flaky": 0 < passes < len(answered),
+        }
+    return summary
+
+
+def _rate(name: str, passes: int, total: int) -> dict[str, float]:
+    low, high = wilson_interval(passes, total)
+    return {name: passes / total if total else 0.0, f"{name}_ci_low": low, f"{name}_ci_high": high}
+
+
+def compute(results: Sequence[Result], prices: Mapping[str, float]) -> dict[str, float | int]:
+    answered = [r for r in results if r.passed is not None]
+    errors = len(results) - len(answered)
+    metrics: dict[str, float | int] = {
+        "examples": len({r.id for r in results}),
+        "calls": len(results),
+    }
+    metrics.update(_rate("pass_rate", sum(bool(r.passed) for r in answered), len(answered)))
+    metrics["error_rate"] = errors / len(results) if results else 0.0
+    examples = per_example(results)
+    metrics["flaky_examples"] = sum(e["flaky"] for e in examples.values())
+    by_scorer: dict[str, list[bool]] = defaultdict(list)
+    for result in answered:
+        for name, score in result.scores.items():
+            by_scorer[name].append(bool(score["passed"]))
+    for name in sorted(by_scorer):
+        verdicts = by_scorer[name]
+        metrics.update(_rate(f"{name}_rate", sum(verdicts), len(verdicts)))
+    latencies = [r.latency_ms for r in answered if r.latency_ms is not None]
+    metrics["latency_p50_ms"] = round(percentile(latencies, 50), 3)
+    metrics["latency_p95_ms"] = round(percentile(latencies, 95), 3)
+    tokens_in = sum(r.tokens_in for r in answered)
+    tokens_out = sum(r.tokens_out for r in answered)
+    metrics["tokens_in"] = tokens_in
+    metrics["tokens_out"] = tokens_out
+    metrics["cost_usd"] = round(
+        tokens_in * prices.get("input", 0.0) / 1e6 + tokens_out * prices.get("output", 0.0) / 1e6, 6
+    )
+    by_tag: dict[str, list[bool]] = defaultdict(list)
+    for result in answered:
+        for tag in result.tags:
+            by_tag[tag].append(bool(result.passed))
+    for tag in sorted(by_tag):
+        metrics[f"tag_{tag}_pass_rate"] = sum(by_tag[tag]) / len(by_tag[tag])
+    return metrics
+
+
+def missed_thresholds(
+    metrics: Mapping[str, float], minimum: Mapping[str, float], maximum: Mapping[str, float]
+) -> list[str]:
+    """Human-readable list of absolute thresholds the metrics miss (a missing metric misses)."""
+    missed = []
+    for name, bar in minimum.items():
+        value = metrics.get(name)
+        if value is None or value < bar:
+            missed.append(f"{name} = {value} < {bar} (min)")
+    for name, bar in maximum.items():
+        value = metrics.get(name)
+        if value is None or value > bar:
+            missed.append(f"{name} = {value} > {bar} (max)")
+    return missed

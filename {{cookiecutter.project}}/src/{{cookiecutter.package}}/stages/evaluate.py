@@ -1,0 +1,102 @@
+"""Stage `evaluate`: the eval set through the model -> eval/metrics.json, results.jsonl, report.md.
+
+The stage always writes its outputs, even when thresholds are missed, so a bad head can still be
+reported and gated; `--check` (for CI scripts) makes it exit 1 when they are missed. Results are
+appended to results.jsonl as they arrive, so an interrupted run keeps what finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .. import settings as settings_mod
+from ..app import connect, sampling
+from ..errors import UserError
+from ..evaluation import golden, metrics, report, runner
+from ..evaluation.cache import ResponseCache
+from ..prompts import load_all
+
+
+def main(argv: list[str] | None = None, prog: str = "evaluate") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser.add_argument("--eval-set", type=Path, default=Path("data/processed/eval_set.jsonl"))
+    parser.add_argument("--prompts", type=Path, default=Path("prompts"))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--metrics", type=Path, default=Path("eval/metrics.json"))
+    parser.add_argument("--results", type=Path, default=Path("eval/results.jsonl"))
+    parser.add_argument("--report", type=Path, default=Path("eval/report.md"))
+    parser.add_argument("--no-cache", action="store_true", help="call the model for every example")
+    parser.add_argument("--check", action="store_true", help="exit 1 when an absolute threshold is missed")
+    args = parser.parse_args(argv)
+
+    config = settings_mod.load(args.params)
+    prompts = load_all(args.prompts)
+    examples = golden.load(args.eval_set)
+    golden.check_prompts(examples, prompts, str(args.eval_set))
+    model = config.model
+    endpoint = "embedded" if model.embedded else model.base_url
+    calls = runner.plan(
+        examples, prompts, endpoint=endpoint, model=model.name, sampling=sampling(model),
+        repeats=config.eval.repeats,
+    )  # fmt: skip
+    if model.api_key_env:
+        model.api_key()  # a missing key is a clear error before any call, not 38 HTTP 401s
+    cache = ResponseCache(config.eval.cache_dir, enabled=not args.no_cache)
+
+    for path in (args.metrics, args.results, args.report):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with args.results.open("w") as results_file:
+
+        def record(result: runner.Result) -> None:
+            results_file.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
+            results_file.flush()
+
+        # Only start the model when the cache cannot answer everything.
+        cache_complete = all(cache.get(c.key) is not None for c in calls)
+        if cache_complete:
+            outcome = runner.run(
+                calls, _no_model, cache, concurrency=1, max_error_rate=config.eval.max_error_rate, on_result=record
+            )
+        else:
+            with connect(model, config.eval) as client:
+
+                def chat(messages, schema):
+                    return client.chat(messages, schema=schema, **sampling(model))
+
+                outcome = runner.run(
+                    calls, chat, cache, concurrency=config.eval.concurrency,
+                    max_error_rate=config.eval.max_error_rate, on_result=record,
+                )  # fmt: skip
+    # Rewrite in plan order (the live file was in completion order).
+    args.results.write_text("".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in outcome.results))
+
+    prices = {"input": model.input_usd_per_1m_tokens, "output": model.output_usd_per_1m_tokens}
+    values = metrics.compute(outcome.results, prices)
+    missed = metrics.missed_thresholds(values, config.thresholds.min, config.thresholds.max)
+    args.metrics.write_text(json.dumps(values, indent=2) + "\n")
+    versions = {p.id: p.version for p in prompts.values()}
+    args.report.write_text(
+        report.render(
+            values, outcome.results, missed=missed, prompt_versions=versions, model=model.name, aborted=outcome.aborted
+        )
+    )
+    summary = (
+        f"{values['calls']} calls ({outcome.calls_made} to the model), pass_rate {values['pass_rate']:.3f}, "
+        f"error_rate {values['error_rate']:.3f}, p95 {values['latency_p95_ms']:.0f} ms"
+    )
+    print(summary)
+    if outcome.interrupted:
+        print(f"{prog}: interrupted; {len(outcome.results)} of {outcome.planned} results kept", file=sys.stderr)
+        return 130
+    if outcome.aborted:
+        raise UserError(outcome.aborted)
+    for item in missed:
+        print(f"threshold missed: {item}", file=sys.stderr if args.check else sys.stdout)
+    return 1 if (args.check and missed) else 0
+
+
+def _no_model(messages, schema):  # pragma: no cover - never called: every call is cached
+    raise AssertionError("cache-complete run must not call the model")

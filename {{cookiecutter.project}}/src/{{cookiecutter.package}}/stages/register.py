@@ -1,0 +1,51 @@
+"""Stage `register`: record the evaluated app version in models/version.json, only when the
+absolute thresholds in params.yaml pass (a version that misses them is refused, exit 1)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .. import settings as settings_mod
+from ..evaluation.metrics import missed_thresholds
+from ..prompts import load_all
+
+
+def version_record(
+    config: settings_mod.Settings, metrics: dict[str, Any], prompt_versions: dict[str, str], data_sha256: str
+) -> dict[str, Any]:
+    model = config.model
+    return {
+        "model": model.name,
+        "endpoint": "embedded" if model.embedded else model.base_url,
+        "sampling": {"temperature": model.temperature, "max_tokens": model.max_tokens, "seed": model.seed},
+        "prompts": prompt_versions,
+        "data_sha256": data_sha256,
+        "metrics": {k: metrics[k] for k in ("pass_rate", "error_rate", "latency_p95_ms") if k in metrics},
+    }
+
+
+def main(argv: list[str] | None = None, prog: str = "register") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--metrics", type=Path, default=Path("eval/metrics.json"))
+    parser.add_argument("--prompts", type=Path, default=Path("prompts"))
+    parser.add_argument("--manifest", type=Path, default=Path("data/processed/manifest.json"))
+    parser.add_argument("--out", type=Path, default=Path("models/version.json"))
+    args = parser.parse_args(argv)
+    config = settings_mod.load(args.params)
+    metrics = json.loads(args.metrics.read_text())
+    missed = missed_thresholds(metrics, config.thresholds.min, config.thresholds.max)
+    if missed:
+        print(f"{prog}: refused: thresholds missed: " + "; ".join(missed), file=sys.stderr)
+        return 1
+    versions = {p.id: p.version for p in load_all(args.prompts).values()}
+    data_sha = json.loads(args.manifest.read_text())["sha256"]
+    record = version_record(config, metrics, versions, data_sha)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"registered {config.registry.model_name}: {args.out}")
+    return 0

@@ -1,0 +1,63 @@
+import json
+
+import pytest
+
+from {{ cookiecutter.package }}.evaluation.golden import GoldenSetError, check_prompts, load, parse_lines
+from {{ cookiecutter.package }}.prompts import load_all
+from {{ cookiecutter.package }}.stages.preprocess import main as preprocess_main
+
+
+def test_the_shipped_golden_set_is_valid_and_matches_the_prompts():
+    examples = load(__import__("pathlib").Path("eval/golden.jsonl"))
+    assert 30 <= len(examples) <= 60
+    check_prompts(examples, load_all(), "eval/golden.jsonl")
+    tags = {t for e in examples for t in e.tags}
+    assert {"normal", "edge", "injection"} <= tags
+
+
+def test_every_bad_line_is_reported_with_its_number_and_field():
+    lines = [
+        json.dumps({"id": "a", "prompt": "p", "input": {"x": "1"}}),
+        "{not json",
+        json.dumps({"id": "b", "prompt": "p", "input": {"x": 1}}),
+        json.dumps({"id": "a", "prompt": "p", "input": {"x": "2"}}),
+        json.dumps({"id": "c", "prompt": "p", "input": {}, "contians": ["typo"]}),
+        json.dumps({"id": "d", "prompt": "p", "input": {}, "regex": "("}),
+    ]
+    with pytest.raises(GoldenSetError) as err:
+        parse_lines(lines, "golden.jsonl")
+    message = str(err.value)
+    assert "golden.jsonl:2: not valid JSON" in message
+    assert "golden.jsonl:3: input.x: 1 is not of type 'string'" in message
+    assert "golden.jsonl:4: id: duplicate id 'a' (first on line 1)" in message
+    assert "golden.jsonl:5: Additional properties are not allowed ('contians' was unexpected)" in message
+    assert "golden.jsonl:6: regex: invalid pattern" in message
+
+
+def test_preprocess_stops_on_a_bad_golden_set(project):
+    (project / "eval" / "golden.jsonl").write_text('{"id": "x", "prompt": "classify_intent"}\n')
+    with pytest.raises(GoldenSetError, match=r"golden.jsonl:1: \(line\): 'input' is a required property"):
+        preprocess_main(
+            ["--golden", "eval/golden.jsonl", "--raw", "data/raw", "--out", "out.jsonl", "--manifest", "m.json"]
+        )
+    assert not (project / "out.jsonl").exists()
+
+
+def test_preprocess_merges_normalises_and_drops_duplicate_inputs(project):
+    raw = project / "data" / "raw"
+    raw.mkdir(parents=True)
+    first = json.loads((project / "eval" / "golden.jsonl").read_text().splitlines()[0])
+    duplicate = {**first, "id": "raw-dup", "input": {k: f"  {v} " for k, v in first["input"].items()}}
+    fresh = {**first, "id": "raw-new", "input": {k: "caf\u0065\u0301" for k in first["input"]}}
+    (raw / "feedback.jsonl").write_text(json.dumps(duplicate) + "\n" + json.dumps(fresh) + "\n")
+    args = ["--golden", "eval/golden.jsonl", "--raw", "data/raw", "--out", "p/eval.jsonl", "--manifest", "p/m.json"]
+    assert preprocess_main(args) == 0
+    rows = [json.loads(line) for line in (project / "p" / "eval.jsonl").read_text().splitlines()]
+    ids = [r["id"] for r in rows]
+    assert "raw-dup" not in ids and "raw-new" in ids
+    assert rows[ids.index("raw-new")]["input"][next(iter(first["input"]))] == "caf\u00e9"
+    manifest = json.loads((project / "p" / "m.json").read_text())
+    assert manifest["examples"] == len(rows) and len(manifest["sha256"]) == 64
+    # Same inputs, same hash: the data hash is a stable lineage id.
+    assert preprocess_main(args) == 0
+    assert json.loads((project / "p" / "m.json").read_text())["sha256"] == manifest["sha256"]
