@@ -21,7 +21,7 @@ DEFAULT_FILES = {
     ".cruft.json", ".dvc/.gitignore", ".dvc/config", ".dvcignore", ".env.example", ".gitattributes",
     ".github/dependabot.yml", ".github/workflows/ci.yml", ".github/workflows/retrain.yml", ".gitignore",
     ".python-version", "Makefile", "README.md", "dvc.yaml", "params.yaml", "pyproject.toml",
-    "data/raw/README.md", "models/README.md", "eval/golden.jsonl",
+    "data/policies.yaml", "data/raw/README.md", "models/README.md", "eval/golden.jsonl",
     "docs/runbooks/alerting.md", "docs/runbooks/incident.md", "docs/runbooks/rollback.md",
     "k8s/README.md", "k8s/configmap.yaml", "k8s/deployment-canary.yaml", "k8s/deployment-stable.yaml",
     "k8s/httproute.yaml", "k8s/kustomization.yaml", "k8s/namespace.yaml", "k8s/networkpolicy.yaml",
@@ -35,9 +35,10 @@ DEFAULT_FILES = {
         "evaluation/report.py", "evaluation/runner.py", "evaluation/scorers.py", "evaluation/stats.py",
         "stages/__init__.py", "stages/evaluate.py", "stages/preprocess.py", "stages/register.py",
     )),
-    "tests/conftest.py", "tests/test_cli.py", "tests/test_golden.py", "tests/test_prompts.py", "tests/test_settings.py",
+    "tests/conftest.py", "tests/test_cli.py", "tests/test_golden.py", "tests/test_local_model.py",
+    "tests/test_prompts.py", "tests/test_settings.py",
 }  # fmt: skip
-EMBEDDED_ONLY = {f"src/{PACKAGE}/local_model.py"}
+EMBEDDED_ONLY = {f"src/{PACKAGE}/local_model.py", "tests/test_local_model.py"}
 
 
 def expected_files(answers: dict[str, str]) -> set[str]:
