@@ -5,7 +5,10 @@
   honouring `Retry-After`; bounded by `max_attempts` and by `max_retry_s` of total time;
 - token usage and latency recorded per call;
 - anything that still fails is a `ModelError` (an *error*, counted apart from wrong answers).
-The API key goes in the Authorization header and nowhere else: never in messages or logs.
+The API key goes in the Authorization header and nowhere else: every error text is scrubbed of it
+(servers and gateways do echo the header back in error bodies), so it cannot reach results or logs.
+`requests` is imported when the first client is built, not with this module: a fully cached
+evaluation never pays for it.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
-from requests.adapters import HTTPAdapter
+if TYPE_CHECKING:
+    import requests
 
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+REDACTED = "[REDACTED]"
 
 
 class ModelError(Exception):
@@ -95,6 +99,7 @@ class ChatClient:
         self._rand = rand
         self._local = threading.local()
         self._headers = {"Content-Type": "application/json"}
+        self._secret = api_key or None
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._pool_size = pool_size
@@ -106,6 +111,9 @@ class ChatClient:
         # per-thread keep-alive connection is exactly the pooling we want.
         session = getattr(self._local, "session", None)
         if session is None:
+            import requests
+            from requests.adapters import HTTPAdapter
+
             session = requests.Session()
             session.trust_env = False  # no proxies or netrc credentials picked up behind our back
             adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self._pool_size, max_retries=0)
@@ -152,6 +160,8 @@ class ChatClient:
 
     def chat(self, messages: Sequence[Mapping[str, str]], **options: Any) -> Completion:
         """One chat completion, retried as the policy allows; raises ModelError otherwise."""
+        import requests
+
         body = self.payload(messages, **options)
         deadline = time.monotonic() + self.retry.max_retry_s
         attempt = 0
@@ -162,14 +172,15 @@ class ChatClient:
             try:
                 response = self._session().post(self.url, json=body, headers=self._headers, timeout=self.timeout)
             except requests.Timeout as exc:
-                failure = ModelError("timeout", _short(exc), attempt)
+                failure = ModelError("timeout", self._scrub(exc), attempt)
             except requests.RequestException as exc:
-                failure = ModelError("transport", _short(exc), attempt)
+                failure = ModelError("transport", self._scrub(exc), attempt)
             else:
                 latency_ms = (time.perf_counter() - started) * 1000
                 if response.status_code == 200:
                     return _completion(response, latency_ms, attempt)
-                failure = ModelError("http", f"HTTP {response.status_code}: {response.text[:200]}", attempt)
+                body_text = self._scrub(response.text)
+                failure = ModelError("http", f"HTTP {response.status_code}: {body_text}", attempt)
                 if response.status_code not in RETRY_STATUS:
                     raise failure
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
@@ -177,6 +188,13 @@ class ChatClient:
             if attempt >= self.retry.max_attempts or time.monotonic() + wait > deadline:
                 raise failure
             self._sleep(wait)
+
+    def _scrub(self, text: object) -> str:
+        """Error text, short, with the API key cut out *before* truncating (no half key survives)."""
+        text = str(text) or type(text).__name__
+        if self._secret:
+            text = text.replace(self._secret, REDACTED)
+        return _short(text)
 
 
 def _completion(response: requests.Response, latency_ms: float, attempts: int) -> Completion:
@@ -197,6 +215,6 @@ def _completion(response: requests.Response, latency_ms: float, attempts: int) -
     )
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+def _short(text: object) -> str:
+    text = str(text) or type(text).__name__
     return text if len(text) <= 200 else text[:197] + "..."

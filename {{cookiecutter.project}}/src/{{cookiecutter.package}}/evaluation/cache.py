@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ class ResponseCache:
     def __init__(self, root: Path | str, enabled: bool = True) -> None:
         self.root = Path(root)
         self.enabled = enabled
+        self._made: set[Path] = set()
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
@@ -40,8 +41,11 @@ class ResponseCache:
         if not self.enabled:
             return
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "w") as out:
-            json.dump(value, out, ensure_ascii=False)
+        # As few system calls as possible: each one lets the GIL go, and with 16 worker threads
+        # getting it back costs more than the call itself (mkdir once per directory, no mkstemp).
+        if path.parent not in self._made:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(path.parent)
+        tmp = path.parent / f".tmp-{os.getpid()}-{threading.get_ident()}-{key[:16]}"
+        tmp.write_text(json.dumps(value, ensure_ascii=False))
         os.replace(tmp, path)  # atomic: a reader never sees half a file

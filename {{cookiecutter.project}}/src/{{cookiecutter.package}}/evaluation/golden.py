@@ -28,6 +28,8 @@ EXAMPLE_SCHEMA: dict[str, Any] = {
         "regex": {"type": "string", "minLength": 1},
         "json_schema": {"type": "object"},
         "reference": {"type": "string", "minLength": 1},
+        "min_bleu": {"type": "number", "minimum": 0, "maximum": 100},
+        "min_rouge_l": {"type": "number", "minimum": 0, "maximum": 1},
         "grounded": {"type": "boolean"},
         "max_latency_ms": {"type": "number", "exclusiveMinimum": 0},
         "tags": {"type": "array", "items": {"type": "string"}},

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .metrics import per_example
 from .runner import Result
 
 
@@ -45,6 +46,11 @@ def render(
     ]
     lines += ["", "| prompt | version |", "| --- | --- |"]
     lines += [f"| {pid} | `{version}` |" for pid, version in sorted(prompt_versions.items())]
+    flaky = {i: e for i, e in per_example(results).items() if e["flaky"]}
+    if flaky:
+        lines += ["", f"## Flaky examples: repeats disagree ({len(flaky)})", "", "| id | pass rate | answered |"]
+        lines += ["| --- | --- | --- |"]
+        lines += [f"| {i} | {e['pass_rate']:.2f} | {e['answered']} of {e['runs']} |" for i, e in sorted(flaky.items())]
     failing = [r for r in results if r.passed is not True]
     lines += ["", f"## Failing and errored calls ({len(failing)})", ""]
     if not failing:

@@ -3,18 +3,19 @@ concurrently, score every answer.
 
 A *call* is one (example, repeat). Its outcome is a `Result`: the scores when the model answered,
 or the error when it could not (transport, HTTP, unparsable body) - errors are not failures and are
-counted apart. The run stops scheduling new calls as soon as the error rate is certain to exceed
-`max_error_rate`, and on Ctrl-C it returns what finished (the cache already holds every success).
+counted apart. The run stops starting new calls as soon as the error rate is certain to exceed
+`max_error_rate`, and on Ctrl-C it returns what finished (the cache already holds every success,
+and never an error, so the next run makes only the calls that are still missing).
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -152,6 +153,26 @@ class Progress:
             self.stream.write("\n")
 
 
+def lookup(calls: Sequence[Call], cache: ResponseCache) -> dict[str, Completion]:
+    """The cached completion of every call the cache can answer (a torn or foreign entry is a miss)."""
+    hits = {}
+    for call in calls:
+        entry = cache.get(call.key)
+        if entry is None:
+            continue
+        try:
+            hits[call.key] = Completion(
+                text=str(entry["text"]),
+                tokens_in=int(entry["tokens_in"]),
+                tokens_out=int(entry["tokens_out"]),
+                latency_ms=float(entry["latency_ms"]),
+                attempts=0,
+            )
+        except (KeyError, TypeError, ValueError):
+            continue
+    return hits
+
+
 def run(
     calls: Sequence[Call],
     chat: Chat,
@@ -160,70 +181,99 @@ def run(
     concurrency: int,
     max_error_rate: float,
     on_result: Callable[[Result], None] | None = None,
+    hits: Mapping[str, Completion] | None = None,
 ) -> Outcome:
+    """Every call judged: cached ones first, the rest on `concurrency` worker threads.
+
+    Workers are daemon threads fed from a queue, so Ctrl-C returns at once with what finished
+    instead of waiting for requests in flight (a hung endpoint would otherwise hold the process
+    for a whole read timeout). Every success is in the cache before it is reported.
+    """
     outcome = Outcome(results=[], planned=len(calls))
     progress = Progress(len(calls))
-    pending_calls: list[Call] = []
-    for call in calls:
-        hit = cache.get(call.key)
-        if hit is None:
-            pending_calls.append(call)
-            continue
-        result = judge(call, Completion(**hit, attempts=0), None, cached=True)
+    hits = lookup(calls, cache) if hits is None else hits
+
+    def emit(result: Result) -> None:
         outcome.results.append(result)
         progress.update(result)
         if on_result:
             on_result(result)
 
-    # The run is lost once errors exceed this many, whatever the remaining calls do.
+    todo = [call for call in calls if call.key not in hits]
+    for call in calls:
+        if call.key in hits:
+            emit(judge(call, hits[call.key], None, cached=True))
+
+    stop = threading.Event()
+    # The run is lost once errors exceed this many, whatever the remaining calls do. Workers count
+    # errors themselves, so no worker starts another call after the one that crossed the line.
     error_budget = max_error_rate * len(calls)
     errors = 0
-    stop = threading.Event()
+    lock = threading.Lock()
+    work: queue.SimpleQueue[Call] = queue.SimpleQueue()
+    finished: queue.SimpleQueue[Result | BaseException | None] = queue.SimpleQueue()
+    for call in todo:
+        work.put(call)
 
-    def attempt(call: Call) -> Result:
-        if stop.is_set():
-            raise _Skipped
-        try:
-            completion = chat(call.messages, call.prompt.output_schema)
-        except ModelError as exc:
-            return judge(call, None, exc, cached=False)
-        cache.put(call.key, {k: getattr(completion, k) for k in ("text", "tokens_in", "tokens_out", "latency_ms")})
-        return judge(call, completion, None, cached=False)
-
-    executor = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="eval")
-    futures: set[Future] = {executor.submit(attempt, call) for call in pending_calls}
-    try:
-        while futures:
-            done, futures = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
-            for future in done:
-                try:
-                    result = future.result()
-                except _Skipped:
-                    continue
-                outcome.calls_made += 1
-                outcome.results.append(result)
-                progress.update(result)
-                if on_result:
-                    on_result(result)
-                if result.error is not None:
+    def worker() -> None:
+        nonlocal errors
+        while True:
+            try:
+                call = work.get_nowait()
+            except queue.Empty:
+                return
+            if stop.is_set():
+                finished.put(None)  # skipped: the run was aborted or interrupted
+                continue
+            try:
+                completion = chat(call.messages, call.prompt.output_schema)
+            except ModelError as exc:
+                with lock:
                     errors += 1
                     if errors > error_budget and not stop.is_set():
                         stop.set()
                         outcome.aborted = (
                             f"error rate above eval.max_error_rate={max_error_rate}: "
-                            f"{errors} of {len(calls)} calls failed (last: {result.error})"
+                            f"{errors} of {len(calls)} calls failed (last: {exc})"
                         )
+                finished.put(judge(call, None, exc, cached=False))
+                continue
+            except BaseException as exc:  # a bug, not a model error: the main thread re-raises it
+                finished.put(exc)
+                continue
+            cache.put(call.key, {k: getattr(completion, k) for k in ("text", "tokens_in", "tokens_out", "latency_ms")})
+            try:
+                finished.put(judge(call, completion, None, cached=False))
+            except BaseException as exc:
+                finished.put(exc)
+
+    for i in range(min(max(1, concurrency), len(todo))):
+        threading.Thread(target=worker, name=f"eval-{i}", daemon=True).start()
+
+    try:
+        for _ in range(len(todo)):
+            item = _next(finished)
+            if item is None:
+                continue
+            if isinstance(item, BaseException):
+                stop.set()
+                raise item
+            outcome.calls_made += 1
+            emit(item)
     except KeyboardInterrupt:
-        stop.set()
         outcome.interrupted = True
     finally:
         stop.set()
-        executor.shutdown(wait=not outcome.interrupted, cancel_futures=True)
         progress.close()
     order = {(c.example.id, c.repeat): i for i, c in enumerate(calls)}
     outcome.results.sort(key=lambda r: order[(r.id, r.repeat)])
     return outcome
 
 
-class _Skipped(Exception):
-    """A queued call that the run no longer wants (aborted or interrupted)."""
+def _next(finished: queue.SimpleQueue) -> Any:
+    # A bounded wait in a loop keeps the main thread responsive to Ctrl-C on every platform.
+    while True:
+        try:
+            return finished.get(timeout=0.2)
+        except queue.Empty:
+            continue

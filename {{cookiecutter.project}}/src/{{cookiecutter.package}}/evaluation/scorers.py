@@ -132,12 +132,12 @@ def bleu(sample: Sample) -> Score:
 
 @scorer("rouge_l", "reference")
 def rouge_l(sample: Sample) -> Score:
-    """ROUGE-L F1 against `reference` (0-1) from Google's rouge-score; passes at 0.5."""
+    """ROUGE-L F1 against `reference` (0-1) from Google's rouge-score; passes at `min_rouge_l` (0.5)."""
     from rouge_score import rouge_scorer
 
     scorer_ = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     value = scorer_.score(sample.expectations["reference"], answer_text(sample))["rougeL"].fmeasure
-    return Score(value >= 0.5, value=value)
+    return Score(value >= float(sample.expectations.get("min_rouge_l", 0.5)), value=value)
 
 
 # Numbers, email addresses and names are the facts a small model most often invents.
@@ -157,7 +157,8 @@ def unsupported_facts(answer: str, context: str) -> list[str]:
 
 @scorer("hallucination", "grounded")
 def hallucination(sample: Sample) -> Score:
-    """Fails when the answer states a number or address found in neither the input nor context."""
+    """Fails when the answer states a number, email address or name that the input does not contain
+    (the input holds the context: the policy text, the customer message)."""
     context = " ".join(sample.input.values())
     invented = unsupported_facts(answer_text(sample), context)
     return Score(not invented, detail=f"not in the input: {invented}" if invented else "")

@@ -54,12 +54,13 @@ def main(argv: list[str] | None = None, prog: str = "evaluate") -> int:
             results_file.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
             results_file.flush()
 
-        # Only start the model when the cache cannot answer everything.
-        cache_complete = all(cache.get(c.key) is not None for c in calls)
-        if cache_complete:
+        hits = runner.lookup(calls, cache)
+        if len(hits) == len(calls):
+            # Everything is cached: no model server, no HTTP client (a re-run must be instant).
             outcome = runner.run(
-                calls, _no_model, cache, concurrency=1, max_error_rate=config.eval.max_error_rate, on_result=record
-            )
+                calls, _no_model, cache, concurrency=1, max_error_rate=config.eval.max_error_rate,
+                on_result=record, hits=hits,
+            )  # fmt: skip
         else:
             with connect(model, config.eval) as client:
 
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None, prog: str = "evaluate") -> int:
 
                 outcome = runner.run(
                     calls, chat, cache, concurrency=config.eval.concurrency,
-                    max_error_rate=config.eval.max_error_rate, on_result=record,
+                    max_error_rate=config.eval.max_error_rate, on_result=record, hits=hits,
                 )  # fmt: skip
     # Rewrite in plan order (the live file was in completion order).
     args.results.write_text("".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in outcome.results))
@@ -76,20 +77,28 @@ def main(argv: list[str] | None = None, prog: str = "evaluate") -> int:
     prices = {"input": model.input_usd_per_1m_tokens, "output": model.output_usd_per_1m_tokens}
     values = metrics.compute(outcome.results, prices)
     missed = metrics.missed_thresholds(values, config.thresholds.min, config.thresholds.max)
-    args.metrics.write_text(json.dumps(values, indent=2) + "\n")
+    stopped = outcome.aborted
+    if outcome.interrupted:
+        stopped = f"interrupted after {len(outcome.results)} of {outcome.planned} calls"
+        # Numbers from part of the golden set must not pass for a result: no metrics file. The
+        # finished calls are in results.jsonl and in the cache, and the next run resumes from there.
+        args.metrics.unlink(missing_ok=True)
+    else:
+        args.metrics.write_text(json.dumps(values, indent=2) + "\n")
     versions = {p.id: p.version for p in prompts.values()}
     args.report.write_text(
         report.render(
-            values, outcome.results, missed=missed, prompt_versions=versions, model=model.name, aborted=outcome.aborted
+            values, outcome.results, missed=missed, prompt_versions=versions, model=model.name, aborted=stopped
         )
     )
     summary = (
-        f"{values['calls']} calls ({outcome.calls_made} to the model), pass_rate {values['pass_rate']:.3f}, "
-        f"error_rate {values['error_rate']:.3f}, p95 {values['latency_p95_ms']:.0f} ms"
+        f"{values['calls']} calls ({outcome.calls_made} to the model, {len(hits)} cached), "
+        f"pass_rate {values['pass_rate']:.3f}, error_rate {values['error_rate']:.3f}, "
+        f"p95 {values['latency_p95_ms']:.0f} ms"
     )
     print(summary)
     if outcome.interrupted:
-        print(f"{prog}: interrupted; {len(outcome.results)} of {outcome.planned} results kept", file=sys.stderr)
+        print(f"{prog}: {stopped}; the finished ones are kept and cached", file=sys.stderr)
         return 130
     if outcome.aborted:
         raise UserError(outcome.aborted)

@@ -1,0 +1,164 @@
+"""`<package> evaluate` end to end, as a process, against a local server that misbehaves on purpose."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from {{ cookiecutter.package }}.testing.fake_model import FakeModel
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "{{ cookiecutter.package }}"
+SENTINEL = "sk-SENTINEL-e2e-4f1c9a7d2b8e6f30"
+KEY_ENV = "TEST_MODEL_API_KEY"
+
+# Braces below are template placeholders, not cookiecutter variables.{% raw %}
+TEMPLATE = "id: {id}\ndescription: test\nvariables: [text]\nmessages:\n  - {{role: system, content: '{system}'}}\n  - {{role: user, content: '{{text}}'}}\n"{% endraw %}
+
+
+def params(url, *, concurrency=4, repeats=1, max_error_rate=0.9, min_pass_rate=0.1):
+    return (
+        f"model:\n  base_url: {url}\n  name: fake-model\n  api_key_env: {KEY_ENV}\n  max_tokens: 32\n"
+        "  connect_timeout_s: 2.0\n  read_timeout_s: 0.5\n"
+        f"eval:\n  concurrency: {concurrency}\n  repeats: {repeats}\n  max_error_rate: {max_error_rate}\n"
+        "  max_attempts: 2\n  max_retry_s: 5.0\n  cache_dir: .cache/eval\n"
+        f"thresholds:\n  min:\n    pass_rate: {min_pass_rate}\n  max:\n    error_rate: 1.0\n"
+    )
+
+
+def setup(root, url, rows, templates=("echo",), **settings):
+    """A scratch project: params pointing at the fake server, echo-like templates, a golden set."""
+    (root / "prompts").mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "prompts" / "schema.json", root / "prompts" / "schema.json")
+    for name in templates:
+        (root / "prompts" / f"{name}.yaml").write_text(TEMPLATE.format(id=name, system=f"Repeat ({name})."))
+    (root / "eval").mkdir(exist_ok=True)
+    golden = [{"id": i, "prompt": p, "input": {"text": t}, "expected": e} for i, p, t, e in rows]
+    (root / "eval" / "golden.jsonl").write_text("".join(json.dumps(g) + "\n" for g in golden))
+    (root / "params.yaml").write_text(params(url, **settings))
+
+
+def evaluate(root, *args, **popen):
+    env = {**os.environ, KEY_ENV: SENTINEL}
+    cmd = [sys.executable, "-m", PACKAGE, "evaluate", "--eval-set", "eval/golden.jsonl", *args]
+    if popen:
+        return subprocess.Popen(cmd, cwd=root, env=env, **popen)
+    return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=120)
+
+
+def results(root):
+    return [json.loads(line) for line in (root / "eval" / "results.jsonl").read_text().splitlines()]
+
+
+def test_the_api_key_reaches_the_server_and_nothing_else(tmp_path):
+    rows = [
+        ("ok", "echo", "fine", "fine"),
+        ("wrong", "echo", "fine too", "other"),
+        ("leaky", "echo", "!echoauth", "x"),
+        ("down", "echo", "!500 down", "x"),
+    ]
+    with FakeModel() as server:
+        setup(tmp_path, server.base_url, rows)
+        first = evaluate(tmp_path)
+        assert first.returncode == 0, first.stderr
+        errors = {r["id"]: r["error"] for r in results(tmp_path) if r["error"]}
+        assert "[REDACTED]" in errors["leaky"] and set(errors) == {"leaky", "down"}
+        # An aborting run puts the last error (the echoed header) on stderr: scrubbed as well.
+        setup(tmp_path, server.base_url, [("leaky", "echo", "!echoauth", "x")], max_error_rate=0.0)
+        aborted = evaluate(tmp_path)
+        assert aborted.returncode == 2 and "error rate above eval.max_error_rate" in aborted.stderr
+        assert "Traceback" not in aborted.stderr
+        assert server.calls() == 1 + 1 + 1 + 2 + 1
+        assert all(seen.authorization == f"Bearer {SENTINEL}" for seen in server.seen)  # it was really sent
+    for output in (first.stdout, first.stderr, aborted.stdout, aborted.stderr):
+        assert SENTINEL not in output
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(".cache" in p.parts for p in written) and (tmp_path / "eval" / "report.md").exists()
+    for path in written:
+        assert SENTINEL.encode() not in path.read_bytes(), path
+
+
+def test_a_rerun_makes_zero_calls_and_a_template_change_requeries_only_its_examples(tmp_path):
+    rows = [(f"{p}-{n}", p, f"{p} text {n}", f"{p} text {n}") for p in ("echo", "shout") for n in range(3)]
+    with FakeModel() as server:
+        setup(tmp_path, server.base_url, rows, templates=("echo", "shout"))
+        assert evaluate(tmp_path).returncode == 0
+        assert server.calls() == 6
+        first = results(tmp_path)
+
+        server.reset()
+        again = evaluate(tmp_path)
+        assert again.returncode == 0 and server.calls() == 0
+        assert "(0 to the model, 6 cached)" in again.stdout
+        assert [r["output"] for r in results(tmp_path)] == [r["output"] for r in first]
+
+        shout = tmp_path / "prompts" / "shout.yaml"
+        shout.write_text(shout.read_text().replace("Repeat (shout).", "Repeat it LOUDLY."))
+        assert evaluate(tmp_path).returncode == 0
+        assert server.calls() == 3 and all(s.content.startswith("shout") for s in server.seen)
+        versions = {(r["prompt"], r["prompt_version"]) for r in results(tmp_path)}
+        old = {(r["prompt"], r["prompt_version"]) for r in first}
+        assert {v for v in versions if v[0] == "echo"} == {v for v in old if v[0] == "echo"}
+        assert {v for v in versions if v[0] == "shout"}.isdisjoint(old)
+
+        # The repeat index is in the key: a second repeat is 6 new calls, and going back is free.
+        server.reset()
+        (tmp_path / "params.yaml").write_text(params(server.base_url, repeats=2))
+        assert evaluate(tmp_path).returncode == 0 and server.calls() == 6
+        assert sorted((r["id"], r["repeat"]) for r in results(tmp_path)) == sorted(
+            (i, k) for i, *_ in rows for k in range(2)
+        )
+        server.reset()
+        (tmp_path / "params.yaml").write_text(params(server.base_url, repeats=1))
+        assert evaluate(tmp_path).returncode == 0 and server.calls() == 0
+
+
+def test_check_fails_on_missed_thresholds_while_the_stage_always_writes(tmp_path):
+    rows = [("good", "echo", "yes", "yes"), ("bad-1", "echo", "no", "yes"), ("bad-2", "echo", "maybe", "yes")]
+    with FakeModel() as server:
+        setup(tmp_path, server.base_url, rows, min_pass_rate=0.9)
+        stage = evaluate(tmp_path)
+        assert stage.returncode == 0, stage.stderr
+        metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+        assert metrics["pass_rate"] == pytest.approx(1 / 3) and metrics["error_rate"] == 0.0
+        assert metrics["pass_rate_ci_low"] < 1 / 3 < metrics["pass_rate_ci_high"]
+        report = (tmp_path / "eval" / "report.md").read_text()
+        assert "thresholds missed" in report and "pass_rate = " in report
+        failing = report.split("## Failing and errored calls")[1]
+        assert "| bad-1 |" in failing and "| bad-2 |" in failing and "| good |" not in failing
+
+        (tmp_path / "eval" / "metrics.json").unlink()
+        check = evaluate(tmp_path, "--check")
+        assert check.returncode == 1 and "threshold missed: pass_rate" in check.stderr
+        assert (tmp_path / "eval" / "metrics.json").exists()
+
+
+def test_sigint_keeps_finished_results_and_the_rerun_makes_only_the_remaining_calls(tmp_path):
+    rows = [(f"r{n:02}", "echo", f"text {n}", f"text {n}") for n in range(16)]
+    with FakeModel(latency_s=0.3) as server:
+        setup(tmp_path, server.base_url, rows, concurrency=2)
+        with open(tmp_path / "out.txt", "w") as out:
+            proc = evaluate(tmp_path, stdout=out, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 60
+            while sum(s.status == 200 for s in server.seen) < 6 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 130
+        assert "interrupted after" in (tmp_path / "out.txt").read_text()
+        kept = results(tmp_path)
+        cached = sorted((tmp_path / ".cache" / "eval").rglob("*.json"))
+        assert 4 <= len(kept) <= len(cached) < len(rows)
+        assert all(r["passed"] for r in kept)
+        assert not (tmp_path / "eval" / "metrics.json").exists()  # no numbers from part of the set
+
+        server.reset()
+        resumed = evaluate(tmp_path)
+        assert resumed.returncode == 0, resumed.stderr
+        assert server.calls() == len(rows) - len(cached)
+        assert len(results(tmp_path)) == len(rows) and all(r["passed"] for r in results(tmp_path))
