@@ -264,3 +264,27 @@ def test_every_make_target_exists(default_project: Path) -> None:
     assert called, "the workflows call no make target"
     missing = sorted(c for c in called if c[2] not in targets)
     assert not missing, f"make targets missing from the Makefile: {missing}"
+
+
+def test_gate_runs_after_the_pipeline_and_its_report_is_what_gets_posted(default_project: Path) -> None:
+    jobs = load(default_project / ".github" / "workflows" / "ci.yml")["jobs"]
+    ev = steps(jobs["eval"])
+
+    def index(target: str) -> int:
+        return next(i for i, s in enumerate(ev) if re.search(rf"\bmake {target}\b", s.get("run", "")))
+
+    fetch, repro, gate = index("fetch-base"), index("repro"), index("gate")
+    assert fetch < repro < gate, "the base must be fetched before the pipeline and the gate"
+    # `register` refuses a version below the absolute thresholds after `evaluate` wrote fresh metrics:
+    # the gate must still run then, so the PR shows why (a failed `evaluate` leaves them stale: exit 2).
+    condition = ev[gate]["if"]
+    assert "!cancelled()" in condition and f"steps.{ev[repro]['id']}.outcome == 'failure'" in condition
+    upload = next(s for s in ev if s.get("uses", "").startswith("actions/upload-artifact@"))
+    assert upload["if"] == "always()"
+    # The file `make gate` writes is the one uploaded, and the one the report job posts.
+    recipe = re.search(r"gate --base \$\(BASE\) --report (\S+)", (default_project / "Makefile").read_text())
+    assert recipe, "the Makefile's gate target must write its report with --report"
+    report = recipe.group(1)
+    assert report in upload["with"]["path"].split()
+    script = steps(jobs["report"])[-1]["with"]["script"]
+    assert f"'{Path(report).name}'" in script

@@ -79,9 +79,10 @@ class Thresholds:
 class GateSettings:
     """The PR gate: how far a metric may move against the base before the PR fails."""
 
-    alpha: float = 0.05
+    alpha: float = 0.05  # a paired (McNemar) test at this level decides whether a drop is real
     required: tuple[str, ...] = ("pass_rate",)
     tolerance: dict[str, float] = field(default_factory=dict)
+    max_drop: float = 0.10  # net share of examples flipping to failing that fails even when not significant
 
 
 @dataclass(frozen=True)

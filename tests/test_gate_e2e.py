@@ -1,0 +1,249 @@
+"""The PR gate end to end, in a real git repository baked from the template.
+
+main holds a baseline (`dvc repro` committed: metrics, per-example results, dvc.lock). Branches:
+`worse` drops the intent labels from classify_intent (a clearly worse prompt), `readme` only edits
+the README. The model is `FakeModel` on 127.0.0.1 (params `model.base_url`), which knows an intent
+only while the prompt names it: the worse prompt produces real pass -> fail flips, deterministically
+and in milliseconds. The last test runs the CI workflow's own `run:` steps in a fresh clone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.bakery import link_venv, project_env
+from tests.conftest import run
+from tests.fake_model import FakeModel, golden_table
+
+ANSWERS = {"project": "gate-demo"}  # a bake of its own: these tests commit and branch in it
+GIT = ["git", "-c", "user.name=gate test", "-c", "user.email=gate@test.invalid"]
+# A realistic baseline is not perfect: two intents wrong (one of them a prompt injection that works).
+BASELINE_MISTAKES = {"intent-13": '{"intent": "other"}', "intent-17": '{"intent": "refund"}'}
+
+
+def commit(project: Path, message: str) -> None:
+    run(project, "git", "add", "-A")
+    run(project, *GIT, "commit", "-q", "-m", message)
+
+
+def drop_labels(prompt: Path) -> None:
+    """The worse prompt: the list of intents removed from the system message (the schema stays)."""
+    text = prompt.read_text()
+    worse = re.sub(r"      Choose exactly one intent:\n(?:      - .*\n)+", "      Choose the intent.\n", text)
+    assert worse != text, "classify_intent changed shape: update this test's edit"
+    prompt.write_text(worse)
+
+
+@pytest.fixture(scope="module")
+def repo(ready, tmp_path_factory) -> Path:
+    """The baked repo: baseline on main; branches `worse`, `readme`, `corrupt-base`."""
+    project = ready(**ANSWERS)
+    model = FakeModel(golden_table(project / "eval" / "golden.jsonl", BASELINE_MISTAKES))
+    with model as url, pytest.MonkeyPatch.context() as env:
+        # `register` may log to MLflow: never into the user's store.
+        env.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
+        params = project / "params.yaml"
+        params.write_text(re.sub(r"(?m)^  base_url: .*$", f"  base_url: {url}", params.read_text()))
+        yield build_branches(project)
+
+
+def build_branches(project: Path) -> Path:
+    run(project, "python", "-m", "dvc", "repro")
+    commit(project, "Baseline: eval results on main")
+
+    run(project, "git", "checkout", "-q", "-b", "worse")
+    drop_labels(project / "prompts" / "classify_intent.yaml")
+    run(project, "python", "-m", "dvc", "repro")
+    commit(project, "classify_intent: shorter prompt")
+
+    run(project, "git", "checkout", "-q", "-b", "readme", "main")
+    with (project / "README.md").open("a") as readme:
+        readme.write("\nA line that changes nothing the model sees.\n")
+    commit(project, "README: one more line")
+
+    run(project, "git", "checkout", "-q", "-b", "corrupt-base", "main")
+    (project / "eval" / "metrics.json").write_text('{"pass_rate": 0.9,')
+    commit(project, "a broken metrics file on a base branch")
+    return project
+
+
+def on(repo: Path, branch: str) -> Path:
+    run(repo, "git", "checkout", "-q", "-f", branch)
+    run(repo, "git", "clean", "-q", "-f", "-d")  # untracked leftovers only; ignored caches stay
+    return repo
+
+
+def gate(repo: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return run(repo, "gate-demo", "gate", *args, check=False, **env)
+
+
+def test_worse_prompt_fails_naming_the_metric_and_the_flips(repo: Path, tmp_path: Path) -> None:
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n")
+    proc = gate(on(repo, "worse"), "--base", "main", GITHUB_STEP_SUMMARY=str(summary))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    report = (repo / "eval" / "gate.md").read_text()
+    assert report.startswith("## ❌ Gate failed (base `main`)")
+    pass_rate = next(line for line in report.splitlines() if line.startswith("| pass_rate |"))
+    assert "❌" in pass_rate and "pass→fail" in pass_rate and "≤ α=0.05" in pass_rate
+    # 14 intents lose their label: 13 stable passes now fail, the injected one flips back to pass.
+    assert "### Flipped pass → fail (13)" in report and "### Flipped fail → pass (1)" in report
+    row = next(line for line in report.splitlines() if line.startswith("| intent-04 |"))
+    assert "I want my money back for the broken lamp." in row
+    assert row.count('{"intent": "refund"}') == 2 and row.endswith('{"intent": "other"} |')  # expected, old | new
+    assert "| pass_rate | 38 | 13 | 1 | 0 |" in report
+    assert summary.read_text() == "earlier step\n" + report + "\n"
+
+
+def test_irrelevant_change_passes(repo: Path) -> None:
+    proc = gate(on(repo, "readme"), "--base", "main")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("## ✅ Gate passed (base `main`)")
+    assert "| pass_rate | 38 | 0 | 0 | 0 | 1 |" in proc.stdout
+    assert "Flipped" not in proc.stdout
+
+
+def test_first_run_without_base_results_passes_with_a_note(repo: Path) -> None:
+    proc = gate(on(repo, "readme"), "--base", "main~1")  # the bake commit: no eval results yet
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "first run?" in proc.stdout and "paired statistics skipped" in proc.stdout
+    assert "🆕" in proc.stdout and "❌" not in proc.stdout
+
+
+def null_pass_rate(project: Path) -> None:
+    path = project / "eval" / "metrics.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "pass_rate": None}))
+
+
+def stale_prompt(project: Path) -> None:
+    with (project / "prompts" / "extract_order.yaml").open("a") as prompt:
+        prompt.write("# edited after the last `dvc repro`\n")
+
+
+UNUSABLE: dict[str, tuple[Callable[[Path], object], list[str], str]] = {
+    "corrupt metrics": (
+        lambda p: (p / "eval" / "metrics.json").write_text('{"pass_rate": 0.9,'),
+        [],
+        "eval/metrics.json (head) is not valid JSON",
+    ),
+    "missing metrics": (lambda p: (p / "eval" / "metrics.json").unlink(), [], "eval/metrics.json is missing"),
+    "null required metric": (null_pass_rate, [], "required metric 'pass_rate' is null in eval/metrics.json"),
+    "missing results": (lambda p: (p / "eval" / "results.jsonl").unlink(), [], "eval/results.jsonl is missing"),
+    "corrupt results": (
+        lambda p: (p / "eval" / "results.jsonl").write_text('{"id": "intent-01"\n'),
+        [],
+        "eval/results.jsonl (head):1: not valid JSON",
+    ),
+    "stale metrics": (stale_prompt, [], "eval/metrics.json is stale"),
+    "unknown base": (lambda p: None, ["--base", "no-such-branch"], "unknown base revision 'no-such-branch'"),
+    "corrupt base": (lambda p: None, ["--base", "corrupt-base"], "eval/metrics.json at corrupt-base is not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNUSABLE))
+def test_unusable_input_exits_2_naming_the_reason(repo: Path, case: str) -> None:
+    break_it, args, reason = UNUSABLE[case]
+    break_it(on(repo, "readme"))
+    proc = gate(repo, "--base", "main", *args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert reason in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    report = (repo / "eval" / "gate.md").read_text()
+    assert report.startswith("## ⛔ Gate could not judge") and reason.replace("`", "'") in report
+
+
+# ---- the CI workflow's own steps, run in a fresh clone -------------------------------------
+
+# The pull_request event of a same-repository PR into main, as the steps see it.
+EXPRESSIONS = {
+    "github.base_ref": "main",
+    "github.event_name": "pull_request",
+    "secrets.MODEL_API_KEY": "",
+}
+# Every `if:` on a `run:` step, evaluated for that event; a new condition must be taught here.
+CONDITIONS: dict[str, Callable[[dict[str, str]], bool]] = {
+    "github.event_name == 'pull_request'": lambda outcomes: True,
+    "${{ !cancelled() && (success() || steps.repro.outcome == 'failure') }}": lambda outcomes: (
+        all(o == "success" for o in outcomes.values()) or outcomes.get("repro") == "failure"
+    ),
+}
+SETUP_TARGETS = {"setup", "setup-dev"}  # replaced by linking the shared venv (what they would install)
+
+
+def expand(value: object) -> str:
+    def substitute(match: re.Match) -> str:
+        name = match.group(1).strip()
+        if name not in EXPRESSIONS:
+            pytest.fail(f"the smoke run does not know the expression {name!r}: add it to EXPRESSIONS")
+        return EXPRESSIONS[name]
+
+    return re.sub(r"\$\{\{(.*?)\}\}", substitute, str(value))
+
+
+def run_job(clone: Path, workflow: dict, job_id: str, runner: dict[str, str]) -> dict[str, str]:
+    """Each `run:` step of the job in order, as GitHub's bash does; `uses:` steps skipped."""
+    job = workflow["jobs"][job_id]
+    outcomes: dict[str, str] = {}
+    for number, step in enumerate(job["steps"]):
+        if "run" not in step:
+            continue
+        name = step.get("id") or step.get("name") or f"step {number}"
+        condition = step.get("if")
+        if condition is not None:
+            if condition not in CONDITIONS:
+                pytest.fail(f"{job_id}: the smoke run does not know the condition {condition!r}")
+            if not CONDITIONS[condition](outcomes):
+                outcomes[name] = "skipped"
+                continue
+        script = step["run"]
+        words = shlex.split(script) if script.lstrip().startswith("make ") else []
+        if words[:1] == ["make"] and len(words) == 2 and words[1] in SETUP_TARGETS:
+            link_venv(clone)  # `make setup*` would install these same packages (minutes, network)
+            outcomes[name] = "success"
+            continue
+        env = {**runner}
+        for scope in (workflow.get("env", {}), job.get("env", {}), step.get("env", {})):
+            env.update({k: expand(v) for k, v in scope.items()})
+        proc = subprocess.run(
+            ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+            cwd=clone, env=env, capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        outcomes[name] = "success" if proc.returncode == 0 else "failure"
+        assert proc.returncode == 0, f"{job_id}: {name!r} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return outcomes
+
+
+def test_ci_run_steps_work_in_a_fresh_clone(repo: Path, tmp_path: Path) -> None:
+    """The `checks` and `eval` jobs of a PR from `readme` into main, each on a fresh "runner"."""
+    on(repo, "main")
+    summary = tmp_path / "step-summary.md"
+    workflow = yaml.safe_load((repo / ".github" / "workflows" / "ci.yml").read_text())
+    outcomes = {}
+    for job_id in ("checks", "eval"):
+        clone = tmp_path / job_id / "gate-demo"  # like actions/checkout: origin is the repository
+        subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+        run(clone, "git", "checkout", "-q", "readme")
+        runner = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "VIRTUAL_ENV"))},
+            "CI": "true",
+            "GITHUB_REF_NAME": "7/merge",
+            "GITHUB_STEP_SUMMARY": str(summary),
+            "GITHUB_OUTPUT": str(tmp_path / job_id / "github-output"),
+            "RUNNER_TEMP": str(tmp_path / job_id),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / job_id / 'mlflow.db'}",
+            "PATH": project_env(clone)["PATH"],
+        }
+        outcomes[job_id] = run_job(clone, workflow, job_id, runner)
+    assert len(outcomes["checks"]) >= 3 and set(outcomes["checks"].values()) == {"success"}, outcomes
+    assert set(outcomes["eval"].values()) == {"success"}, outcomes
+    assert "repro" in outcomes["eval"] and (clone / "eval" / "gate.md").is_file()
+    assert "## ✅ Gate passed (base `origin/main`)" in summary.read_text()

@@ -1,0 +1,139 @@
+"""The gate's Markdown report: verdict per metric, the paired statistics, the flipped examples.
+
+It is posted as a PR comment and written to the job summary, so every cell that carries model
+output or user data is truncated and escaped: a `|` would break the table, a `<` could open HTML.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+ICONS = {"regression": "❌", "warn": "⚠️", "ok": "✅", "new": "🆕", "info": "·"}
+CELL_CHARS = 120
+MAX_ROWS = 25  # flipped examples listed per direction; the rest are counted
+
+
+def cell(value: Any, limit: int = CELL_CHARS) -> str:
+    """One table cell: JSON for structures, one line, truncated, `|` and `<` escaped."""
+    if value is None:
+        return "—"
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace("`", "'")
+
+
+def number(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
+    return str(value)
+
+
+def title(status: str, base: str) -> str:
+    heading = {
+        "failed": "❌ Gate failed",
+        "warn": "⚠️ Gate passed with warnings",
+        "passed": "✅ Gate passed",
+        "unusable": "⛔ Gate could not judge",
+    }[status]
+    return f"## {heading} (base `{cell(base)}`)"
+
+
+def metrics_table(verdicts: Sequence[Any]) -> list[str]:
+    lines = ["| metric | base | head | delta | verdict |", "| --- | ---: | ---: | ---: | --- |"]
+    for v in verdicts:
+        numeric = all(isinstance(x, int | float) and not isinstance(x, bool) for x in (v.old, v.new))
+        delta = number(v.new - v.old) if numeric else "—"
+        lines.append(
+            f"| {v.metric} | {number(v.old)} | {number(v.new)} | {delta} | {ICONS[v.status]} {cell(v.why, 300)} |"
+        )
+    return lines
+
+
+def paired_table(paired: Sequence[Any], alpha: float) -> list[str]:
+    lines = [
+        "### Paired comparison (same examples, base → head)",
+        "",
+        f"Exact McNemar test on the examples that flipped (one-sided, α = {alpha:g}); flaky examples "
+        "(repeats disagree) and errors are left out of the test.",
+        "",
+        "| metric | examples | pass→fail | fail→pass | flaky | p-value |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for p in paired:
+        lines.append(
+            f"| {p.metric} | {p.examples} | {len(p.pass_to_fail)} | {len(p.fail_to_pass)} | {len(p.flaky)} | {p.p_value:.3g} |"
+        )
+    return lines
+
+
+def examples_table(
+    heading: str,
+    ids: Sequence[str],
+    golden: Mapping[str, Mapping[str, Any]],
+    base: Mapping[str, Mapping[str, Any]],
+    head: Mapping[str, Mapping[str, Any]],
+) -> list[str]:
+    """Input, expectation and both outputs of each listed example."""
+    if not ids:
+        return []
+    lines = [
+        f"### {heading} ({len(ids)})",
+        "",
+        "| id | input | expected | base output | head output |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for example in ids[:MAX_ROWS]:
+        spec = golden.get(example, {})
+        lines.append(
+            f"| {cell(example)} | {cell(shown_input(spec.get('input')))} | {cell(expectation(spec))} | "
+            f"{cell(shown_output(base.get(example)))} | {cell(shown_output(head.get(example)))} |"
+        )
+    if len(ids) > MAX_ROWS:
+        lines.append(f"\n… and {len(ids) - MAX_ROWS} more (see eval/results.jsonl).")
+    return [*lines, ""]
+
+
+def shown_input(inputs: Any) -> Any:
+    """A one-variable input as its text; several as `name: value` pairs, last first: templates put
+    the context first and the user's own words last, and those are what a reviewer needs to see."""
+    if not isinstance(inputs, Mapping) or not inputs:
+        return inputs
+    if len(inputs) == 1:
+        return next(iter(inputs.values()))
+    return "; ".join(f"{k}: {v}" for k, v in reversed(list(inputs.items())))
+
+
+def expectation(spec: Mapping[str, Any]) -> Any:
+    """What the golden set expects of an example: every key but its id, prompt, input and tags."""
+    rest = {k: v for k, v in spec.items() if k not in ("id", "prompt", "input", "tags")}
+    if set(rest) == {"expected"}:
+        return rest["expected"]
+    return rest or None
+
+
+def shown_output(record: Mapping[str, Any] | None) -> Any:
+    if record is None:
+        return None
+    return record.get("output") if record.get("error") is None else f"error: {record['error']}"
+
+
+def flaky_list(paired: Any) -> list[str]:
+    if not paired.flaky:
+        return []
+    items = [f"`{cell(k)}` {base:.0%} → {head:.0%}" for k, (base, head) in sorted(paired.flaky.items())]
+    return [
+        f"### Flaky examples ({len(items)}): repeats disagree, so they cannot fail the gate alone",
+        "",
+        "Pass rate over repeats, base → head: " + ", ".join(items[:MAX_ROWS]),
+        "",
+    ]
+
+
+def render_unusable(base: str, reason: str) -> str:
+    return f"{title('unusable', base)}\n\n{cell(reason, 2000)}\n\nExit 2: fix the input and re-run `make gate`.\n"

@@ -1,0 +1,151 @@
+"""Paired statistics for the gate: the same examples on the base and the head, compared one by one.
+
+Why paired: both sides answer the same golden set, so the question is not "are two pass rates
+different" but "did this change turn passing examples into failing ones more often than the
+reverse". Only the *discordant* examples carry that information, and the exact McNemar test asks
+whether pass->fail flips outnumber fail->pass flips more than a fair coin would.
+
+Units. Results are matched by example id; an example's repeats give it a pass rate per side. An
+example that passes every answered repeat is `pass`, one that fails every repeat is `fail`, anything
+in between is *flaky*. Flaky examples (on either side) and examples without an answer (errors: they
+count in `error_rate`, not here) are left out of the test, so they cannot fail the gate alone. One
+example is one unit, whatever the number of repeats: counting repeats as independent pairs would
+multiply the evidence of a single changed answer.
+
+Decision, for a rate metric with a tolerance (`decide`):
+- a drop within `gate.tolerance` passes (the tolerance says what size of change matters at all);
+- a drop beyond it fails when the flips are significant (one-sided p <= `gate.alpha`), or when the
+  net share of examples that flipped to failing reaches `gate.max_drop`, significant or not: with
+  a few dozen examples McNemar needs 5+ net flips to reach p < 0.05, and a real 10-point regression
+  must not pass because the golden set is small;
+- otherwise it passes with a warning in the report (beyond tolerance, yet indistinguishable from
+  noise: add examples or repeats to know).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import UserError
+
+
+class ResultsError(UserError):
+    """An unreadable eval/results.jsonl (the message names the file and the line)."""
+
+
+def parse_results(text: str, source: str) -> list[dict[str, Any]]:
+    """results.jsonl -> records; each needs an `id`, an integer `repeat` and `passed` (bool or null)."""
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise ResultsError(f"{source}:{number}: not valid JSON ({exc})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+            raise ResultsError(f"{source}:{number}: expected an object with a string `id`")
+        if not isinstance(record.get("repeat", 0), int) or record.get("passed") not in (True, False, None):
+            raise ResultsError(f"{source}:{number}: `repeat` must be an integer and `passed` true/false/null")
+        records.append(record)
+    return records
+
+
+def paired_metrics(names: Iterable[str], results: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The metrics a per-example verdict exists for: pass_rate, tag_<t>_pass_rate, <scorer>_rate."""
+    scorers = {name for r in results for name in (r.get("scores") or {})}
+    return [
+        n
+        for n in names
+        if n == "pass_rate"
+        or (n.startswith("tag_") and n.endswith("_pass_rate"))
+        or (n.endswith("_rate") and n[: -len("_rate")] in scorers)
+    ]
+
+
+def outcome(record: Mapping[str, Any], metric: str) -> bool | None:
+    """This call's verdict for `metric`; None when the call errored or the metric does not apply."""
+    if record.get("passed") is None:
+        return None
+    if metric == "pass_rate":
+        return bool(record["passed"])
+    if metric.startswith("tag_") and metric.endswith("_pass_rate"):
+        tag = metric[len("tag_") : -len("_pass_rate")]
+        return bool(record["passed"]) if tag in (record.get("tags") or []) else None
+    score = (record.get("scores") or {}).get(metric[: -len("_rate")])
+    return None if not isinstance(score, Mapping) else bool(score.get("passed"))
+
+
+def example_rates(results: Iterable[Mapping[str, Any]], metric: str) -> dict[str, float]:
+    """Each example's pass rate for `metric` over its answered repeats (examples with none left out)."""
+    verdicts: dict[str, list[bool]] = defaultdict(list)
+    for record in results:
+        verdict = outcome(record, metric)
+        if verdict is not None:
+            verdicts[record["id"]].append(verdict)
+    return {example: sum(v) / len(v) for example, v in verdicts.items()}
+
+
+def mcnemar_p(pass_to_fail: int, fail_to_pass: int) -> float:
+    """Exact one-sided McNemar p-value: P(>= pass_to_fail of the discordant pairs | no change)."""
+    discordant = pass_to_fail + fail_to_pass
+    if discordant == 0:
+        return 1.0
+    from scipy.stats import binomtest  # lazy: scipy costs ~0.3 s and only the gate needs it
+
+    return float(binomtest(pass_to_fail, discordant, 0.5, alternative="greater").pvalue)
+
+
+@dataclass
+class Paired:
+    metric: str
+    examples: int  # answered on both sides, flaky ones included
+    pass_to_fail: list[str] = field(default_factory=list)
+    fail_to_pass: list[str] = field(default_factory=list)
+    flaky: dict[str, tuple[float, float]] = field(default_factory=dict)  # id -> (base rate, head rate)
+    p_value: float = 1.0
+
+    @property
+    def net_drop(self) -> float:
+        """Share of paired examples that flipped to failing, net of those that flipped back."""
+        return (len(self.pass_to_fail) - len(self.fail_to_pass)) / self.examples if self.examples else 0.0
+
+
+def compare(base: Sequence[Mapping[str, Any]], head: Sequence[Mapping[str, Any]], metric: str) -> Paired:
+    """Pair base and head per example for `metric`: flips, flaky examples, exact McNemar p-value."""
+    old, new = example_rates(base, metric), example_rates(head, metric)
+    shared = sorted(old.keys() & new.keys())
+    paired = Paired(metric, len(shared))
+    for example in shared:
+        before, after = old[example], new[example]
+        if 0 < before < 1 or 0 < after < 1:
+            paired.flaky[example] = (before, after)
+        elif before == 1 and after == 0:
+            paired.pass_to_fail.append(example)
+        elif before == 0 and after == 1:
+            paired.fail_to_pass.append(example)
+    paired.p_value = mcnemar_p(len(paired.pass_to_fail), len(paired.fail_to_pass))
+    return paired
+
+
+def decide(worse_by: float, tolerance: float, paired: Paired | None, alpha: float, max_drop: float) -> tuple[str, str]:
+    """(status, why) for a rate that moved `worse_by` against the base; see the module docstring."""
+    if worse_by <= tolerance:
+        return "ok", f"within tolerance {tolerance:g}"
+    beyond = f"down {worse_by:.4g} (tolerance {tolerance:g})"
+    if paired is None:
+        return "regression", f"{beyond}; no paired results on the base, tolerance alone decides"
+    flips = f"{len(paired.pass_to_fail)} pass→fail vs {len(paired.fail_to_pass)} fail→pass"
+    if paired.p_value <= alpha:
+        return "regression", f"{beyond}; {flips}, p={paired.p_value:.3g} ≤ α={alpha:g}"
+    if paired.net_drop >= max_drop:
+        return "regression", (
+            f"{beyond}; {flips}, p={paired.p_value:.3g} not significant but net flips "
+            f"{paired.net_drop:.1%} ≥ max_drop {max_drop:g}"
+        )
+    why = "only flaky examples moved" if not (paired.pass_to_fail or paired.fail_to_pass) else flips
+    return "warn", f"{beyond} but not significant ({why}, p={paired.p_value:.3g} > α={alpha:g}): passes"

@@ -1,0 +1,226 @@
+"""The gate's pure parts: pairing, the McNemar decision, direction-aware tolerances, the report.
+
+The whole command (git, `dvc metrics diff`, exit codes) runs in the template's end-to-end tests
+on a real repository; these pin the rules themselves.
+"""
+
+import pytest
+
+from {{ cookiecutter.package }}.gate import GateInputError, GateResult, Verdict, judge, lower_is_better, render
+from {{ cookiecutter.package }}.gate_report import cell, shown_input
+from {{ cookiecutter.package }}.paired import (
+    Paired,
+    ResultsError,
+    compare,
+    decide,
+    example_rates,
+    mcnemar_p,
+    paired_metrics,
+    parse_results,
+)
+from {{ cookiecutter.package }}.settings import parse
+
+SETTINGS = parse(
+    """
+model: {base_url: "http://127.0.0.1:9/v1", name: test}
+thresholds: {min: {pass_rate: 0.5}, max: {error_rate: 0.1}}
+gate:
+  alpha: 0.05
+  max_drop: 0.10
+  required: [pass_rate, error_rate]
+  tolerance: {pass_rate: 0.03, error_rate: 0.02, latency_p95_ms: 100.0, cost_usd: 0.01}
+"""
+)
+
+
+def result(example, passed, repeat=0, **extra):
+    return {"id": example, "repeat": repeat, "passed": passed, "output": f"out-{example}", "error": None, **extra}
+
+
+def results(verdicts):
+    """{"a": [True, False]} -> one record per repeat."""
+    return [result(k, v, repeat=i) for k, vs in verdicts.items() for i, v in enumerate(vs)]
+
+
+# ---- pairing ------------------------------------------------------------------------------
+
+
+def test_flips_are_counted_per_example_and_flaky_ones_set_apart():
+    base = results({"a": [True], "b": [True], "c": [False], "d": [True, False], "e": [True], "gone": [True]})
+    head = results({"a": [True], "b": [False], "c": [True], "d": [False, False], "e": [None], "new": [False]})
+    paired = compare(base, head, "pass_rate")
+    assert paired.pass_to_fail == ["b"] and paired.fail_to_pass == ["c"]
+    assert paired.flaky == {"d": (0.5, 0.0)}  # flaky on the base: not a flip
+    assert paired.examples == 4  # e errored on the head, gone/new exist on one side only
+
+
+def test_repeats_make_one_unit_per_example():
+    """Three repeats of one broken example are one flip, not three independent pairs."""
+    paired = compare(results({"a": [True] * 3}), results({"a": [False] * 3}), "pass_rate")
+    assert paired.pass_to_fail == ["a"] and paired.p_value == 0.5
+
+
+def test_errors_are_not_failures():
+    assert example_rates(results({"a": [None, True, None]}), "pass_rate") == {"a": 1.0}
+    assert example_rates(results({"a": [None]}), "pass_rate") == {}
+
+
+def test_tag_and_scorer_rates_pair_on_their_own_verdicts():
+    records = [
+        result("a", False, tags=["intent"], scores={"json_schema": {"passed": True}}),
+        result("b", True, tags=["extract"], scores={"json_schema": {"passed": False}}),
+    ]
+    assert example_rates(records, "tag_intent_pass_rate") == {"a": 0.0}
+    assert example_rates(records, "json_schema_rate") == {"a": 1.0, "b": 0.0}
+    names = ["pass_rate", "tag_intent_pass_rate", "json_schema_rate", "error_rate", "latency_p95_ms"]
+    assert paired_metrics(names, records) == ["pass_rate", "tag_intent_pass_rate", "json_schema_rate"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"id": "a", "repeat": 0, "passed": true}\n{"id": "b",\n', "results.jsonl:2: not valid JSON"),
+        ("[1, 2]\n", "results.jsonl:1: expected an object"),
+        ('{"id": "a", "repeat": 0, "passed": "yes"}\n', "results.jsonl:1: `repeat` must be an integer"),
+    ],
+)
+def test_unreadable_results_name_file_and_line(text, message):
+    with pytest.raises(ResultsError, match=message):
+        parse_results(text, "results.jsonl")
+
+
+# ---- the McNemar decision -------------------------------------------------------------------
+
+
+def test_exact_mcnemar_p_values():
+    assert mcnemar_p(0, 0) == 1.0
+    assert mcnemar_p(5, 0) == pytest.approx(1 / 32)  # the fewest flips that reach p < 0.05
+    assert mcnemar_p(4, 0) == pytest.approx(1 / 16)
+    assert mcnemar_p(13, 1) == pytest.approx(15 / 2**14)
+    assert mcnemar_p(1, 5) > 0.9  # one-sided: improvements are never "significant regressions"
+
+
+def flips(pass_to_fail, fail_to_pass, examples=38, flaky=0):
+    paired = Paired(
+        "pass_rate", examples, [f"p{i}" for i in range(pass_to_fail)], [f"f{i}" for i in range(fail_to_pass)]
+    )
+    paired.flaky = {f"k{i}": (0.5, 0.0) for i in range(flaky)}
+    paired.p_value = mcnemar_p(pass_to_fail, fail_to_pass)
+    return paired
+
+
+@pytest.mark.parametrize(
+    ("worse_by", "paired", "status"),
+    [
+        (0.02, flips(1, 0), "ok"),  # within tolerance, whatever the flips
+        (0.13, flips(5, 0), "regression"),  # significant: p = 1/32
+        (0.08, flips(3, 0, examples=30), "regression"),  # p = 1/8, but 10% of examples flipped
+        (0.08, flips(3, 0), "warn"),  # 3 of 38: beyond tolerance, indistinguishable from noise
+        (0.20, flips(0, 0, flaky=8), "warn"),  # flaky examples alone never fail the gate
+        (0.05, None, "regression"),  # no results on the base: the tolerance alone decides
+    ],
+)
+def test_significance_and_tolerance_combine(worse_by, paired, status):
+    assert decide(worse_by, 0.03, paired, alpha=0.05, max_drop=0.10)[0] == status
+
+
+# ---- judging the diff -----------------------------------------------------------------------
+
+HEAD = {"pass_rate": 0.9, "error_rate": 0.0, "latency_p95_ms": 500.0, "cost_usd": 0.05}
+
+
+def diff(**changes):
+    entries = {name: {"old": value, "new": value} for name, value in HEAD.items()}
+    for name, (old, new) in changes.items():
+        entries[name] = {"old": old, "new": new}
+    return entries
+
+
+def statuses(result: GateResult) -> dict[str, str]:
+    return {v.metric: v.status for v in result.verdicts}
+
+
+def test_direction_aware_tolerance():
+    assert lower_is_better("latency_p95_ms") and lower_is_better("cost_usd") and lower_is_better("error_rate")
+    assert not lower_is_better("pass_rate") and not lower_is_better("tag_intent_pass_rate")
+    faster = judge(diff(latency_p95_ms=(900.0, 500.0)), SETTINGS, HEAD)
+    assert statuses(faster)["latency_p95_ms"] == "ok"
+    slower = judge(diff(latency_p95_ms=(300.0, 500.0)), SETTINGS, HEAD)
+    assert statuses(slower)["latency_p95_ms"] == "regression" and slower.failed
+    pricier = judge(diff(cost_usd=(0.03, 0.05)), SETTINGS, HEAD)
+    assert statuses(pricier)["cost_usd"] == "regression"
+
+
+def test_a_rate_drop_is_judged_by_the_paired_test_when_there_is_one():
+    change = diff(pass_rate=(0.98, 0.9))
+    assert statuses(judge(change, SETTINGS, HEAD))["pass_rate"] == "regression"  # no pairs: tolerance
+    noisy = judge(change, SETTINGS, HEAD, {"pass_rate": flips(3, 0)})
+    assert statuses(noisy)["pass_rate"] == "warn" and not noisy.failed and noisy.status == "warn"
+    real = judge(change, SETTINGS, HEAD, {"pass_rate": flips(6, 0)})
+    assert statuses(real)["pass_rate"] == "regression"
+
+
+def test_absolute_thresholds_and_first_run():
+    low = {**HEAD, "pass_rate": 0.4}
+    result = judge({"pass_rate": {"old": None, "new": 0.4}, "error_rate": {"old": None, "new": 0.0}}, SETTINGS, low)
+    assert [(v.metric, v.status) for v in result.verdicts] == [
+        ("error_rate", "new"),
+        ("pass_rate", "new"),
+        ("pass_rate", "regression"),
+    ]
+    assert "absolute threshold 0.5" in result.verdicts[-1].why
+
+
+def test_interval_bounds_are_not_judged_twice():
+    change = diff(pass_rate_ci_low=(0.9, 0.5))
+    assert "pass_rate_ci_low" not in statuses(judge(change, SETTINGS, HEAD))
+
+
+@pytest.mark.parametrize(
+    ("the_diff", "head", "message"),
+    [
+        ({}, HEAD, "returned nothing although the metrics file is declared"),
+        (diff(), {**HEAD, "pass_rate": None}, "'pass_rate' is null"),
+        (diff(), {"error_rate": 0.0}, "'pass_rate' is missing"),
+        (diff(), {**HEAD, "error_rate": "0"}, "'error_rate' is \"0\""),
+        ({**diff(), "pass_rate": {"old": 0.9, "new": None}}, HEAD, "'pass_rate' is null on the head"),
+    ],
+)
+def test_unusable_input_is_named(the_diff, head, message):
+    with pytest.raises(GateInputError, match=message):
+        judge(the_diff, SETTINGS, head)
+
+
+# ---- the report -----------------------------------------------------------------------------
+
+
+def test_cells_are_one_line_truncated_and_escaped():
+    assert cell("a | b\nc") == "a \\| b c"
+    assert cell("<!-- hidden -->") == "&lt;!-- hidden -->"
+    assert cell({"intent": "refund"}) == '{"intent": "refund"}'
+    assert cell(None) == "—"
+    long = cell("x" * 500)
+    assert len(long) == 120 and long.endswith("…")
+    assert shown_input({"message": "hi"}) == "hi"
+    assert shown_input({"policy": "P", "question": "Q"}) == "question: Q; policy: P"
+
+
+def test_report_lists_flipped_examples_with_input_expected_and_outputs():
+    base = [result("a", True), result("b", False)]
+    head = [result("a", False, output="wrong | <b>"), result("b", True)]
+    pairs = {"pass_rate": compare(base, head, "pass_rate")}
+    outcome = judge(diff(pass_rate=(1.0, 0.5)), SETTINGS, {**HEAD, "pass_rate": 0.5}, pairs)
+    golden = {"a": {"id": "a", "input": {"message": "where is it"}, "expected": {"intent": "order_status"}}}
+    text = render(outcome, "main", 0.05, golden, base, head)
+    assert text.startswith("## ⚠️ Gate passed with warnings (base `main`)")  # 1 vs 1 flip: noise
+    assert "| pass_rate | 2 | 1 | 1 | 0 | 0.75 |" in text
+    assert '| a | where is it | {"intent": "order_status"} | out-a | wrong \\| &lt;b> |' in text
+    assert "### Flipped fail → pass (1)" in text and "| b | — | — | out-b | out-b |" in text
+
+
+def test_report_puts_regressions_first():
+    outcome = GateResult([Verdict("a_rate", 1.0, 1.0, "info"), Verdict("pass_rate", 0.9, 0.5, "regression", "down")])
+    text = render(outcome, "main", 0.05, {}, [], [])
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert rows[0].startswith("| pass_rate | 0.9000 | 0.5000 | -0.4000 | ❌ down |")
+    assert text.startswith("## ❌ Gate failed")
