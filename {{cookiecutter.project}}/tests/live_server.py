@@ -54,13 +54,15 @@ def in_thread(asgi_app) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def in_process(package: str, source: Path, alias: str, log: Path, **env: str) -> Iterator[str]:
+def in_process(
+    package: str, source: Path, alias: str, log: Path, python: str = sys.executable, **env: str
+) -> Iterator[str]:
     """`python -m <package> serve` in its own process; yields its base URL; SIGTERM at the end."""
     port = free_port()
     full_env = {**os.environ, "APP_MODEL_ALIAS": alias, "APP_VERSION_SOURCE": str(source), **env}
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", package, "serve", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
+            [python, "-m", package, "serve", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
             env=full_env, cwd=source,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

@@ -389,5 +389,5 @@ def main(argv: list[str] | None = None, prog: str = "canary") -> int:
     if code != 0:
         print("registry alias move failed; nothing changed in the cluster", file=sys.stderr)
         return code
-    image = args.image or (canary_image() if args.apply else "<the canary's image>")
+    image = args.image or (canary_image() if args.apply else "<canary-image>")
     return run_steps(promote_plan(image, gateway), args.apply)
