@@ -98,8 +98,9 @@ class Runner:
 class Shadow:
     """Mirrors a fraction of requests to a second version in the background and records agreement.
 
-    The user's response is sent before the shadow call starts and never waits for it: the mirror is
-    handed to a small pool, and when that pool is busy the mirror is dropped (counted), not queued.
+    The mirror is offered only after the served answer is complete, and the request never waits for
+    it: it runs in a small pool of its own, and when that pool is busy it is dropped (counted), not
+    queued. Shadow calls still share the CPU and the model endpoint: keep SHADOW_FRACTION small.
     """
 
     def __init__(self, runner: Runner, fraction: float, max_inflight: int, rand: Callable[[], float] = random.random):
