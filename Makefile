@@ -46,8 +46,9 @@ lint: setup ## ruff on the template's tooling
 	$(PY) -m ruff check tests benchmarks
 	$(PY) -m ruff format --check tests benchmarks
 
-bench: setup ## the benchmarks (eval harness vs physical limit and peers)
+bench: setup ## the benchmarks (eval harness vs physical limit and peers; service overhead over the model)
 	$(PY) benchmarks/bench_eval.py
+	$(PY) benchmarks/bench_server.py
 
 clean: ## remove build/ and caches (keeps the venv and the llama.cpp wheel)
 	rm -rf build .pytest_cache .ruff_cache

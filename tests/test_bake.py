@@ -21,7 +21,8 @@ DEFAULT_FILES = {
     ".cruft.json", ".dvc/.gitignore", ".dvc/config", ".dvcignore", ".env.example", ".gitattributes",
     ".github/dependabot.yml", ".github/workflows/ci.yml", ".github/workflows/retrain.yml", ".gitignore",
     ".python-version", "Makefile", "README.md", "dvc.yaml", "params.yaml", "pyproject.toml",
-    "data/policies.yaml", "data/raw/README.md", "models/README.md", "eval/golden.jsonl",
+    ".dockerignore", "Dockerfile", "data/policies.yaml",
+    "data/raw/README.md", "models/README.md", "eval/golden.jsonl",
     "docs/runbooks/alerting.md", "docs/runbooks/incident.md", "docs/runbooks/rollback.md",
     "k8s/README.md", "k8s/configmap.yaml", "k8s/deployment-canary.yaml", "k8s/deployment-stable.yaml",
     "k8s/httproute.yaml", "k8s/kustomization.yaml", "k8s/namespace.yaml", "k8s/networkpolicy.yaml",
@@ -31,14 +32,16 @@ DEFAULT_FILES = {
     *(f"src/{PACKAGE}/{name}" for name in (
         "__init__.py", "__main__.py", "app.py", "cli.py", "client.py", "errors.py", "gate.py", "local_model.py",
         "prompts.py", "settings.py", "gate_inputs.py", "gate_report.py", "paired.py",
+        "canary.py", "observability.py", "server.py", "support.py", "versions.py",
         "evaluation/__init__.py", "evaluation/cache.py", "evaluation/golden.py", "evaluation/metrics.py",
         "evaluation/report.py", "evaluation/runner.py", "evaluation/scorers.py", "evaluation/stats.py",
         "stages/__init__.py", "stages/evaluate.py", "stages/preprocess.py", "stages/register.py",
         "testing/__init__.py", "testing/fake_model.py",
     )),
-    "tests/conftest.py", "tests/test_cli.py", "tests/test_client.py", "tests/test_evaluate.py", "tests/test_gate.py",
-    "tests/test_golden.py", "tests/test_local_model.py", "tests/test_prompts.py", "tests/test_runner.py",
-    "tests/test_scorers.py", "tests/test_settings.py",
+    "tests/conftest.py", "tests/fake_model.py", "tests/live_server.py", "tests/test_canary.py", "tests/test_cli.py",
+    "tests/test_client.py", "tests/test_container.py", "tests/test_evaluate.py", "tests/test_gate.py",
+    "tests/test_golden.py", "tests/test_local_model.py", "tests/test_observability.py", "tests/test_prompts.py",
+    "tests/test_runner.py", "tests/test_scorers.py", "tests/test_server.py", "tests/test_settings.py",
 }  # fmt: skip
 EMBEDDED_ONLY = {f"src/{PACKAGE}/local_model.py", "tests/test_local_model.py"}
 
@@ -189,5 +192,6 @@ def test_project_dependencies_match_the_shared_test_environment(bake):
     root = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]["project"]
     for answers in ({}, {"model_backend": "openai-compatible"}):
         baked = tomllib.loads((bake(**answers) / "pyproject.toml").read_text())["project"]
-        declared = set(baked["dependencies"]) | set(baked["optional-dependencies"]["dev"])
+        extras = baked["optional-dependencies"]
+        declared = set(baked["dependencies"]) | set(extras["dev"]) | set(extras["serve"])
         assert declared == set(root), declared ^ set(root)

@@ -10,16 +10,15 @@ import importlib.util
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .client import ChatClient, Completion, RetryPolicy
 from .errors import UserError
 from .prompts import Prompt
 from .settings import EvalSettings, ModelSettings
 
-POLICIES_FILE = Path("data/policies.yaml")
-
+if TYPE_CHECKING:
+    from .support import Reply
 
 @dataclass(frozen=True)
 class Answer:
@@ -66,31 +65,6 @@ def connect(model: ModelSettings, evaluation: EvalSettings | None = None) -> Ite
             client.close()
 
 
-@dataclass(frozen=True)
-class Reply:
-    """What the assistant makes of one customer message."""
-
-    intent: str | None
-    order_id: str | None
-    email: str | None
-    answer: str | None
-    versions: dict[str, str]  # prompt id -> version, for headers, logs and lineage
-    tokens_in: int
-    tokens_out: int
-
-
-def load_policies(path: Path = POLICIES_FILE) -> dict[str, str]:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"{path}: cannot read the policies ({exc})") from None
-    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-        raise UserError(f"{path}: expected a mapping of intent -> policy text")
-    return data
-
-
 class App:
     """The support assistant: one method per capability, each a prompt + a model call + parsing."""
 
@@ -111,27 +85,7 @@ class App:
         return Answer(prompt.id, prompt.version, completion.text, data, completion)
 
     def answer(self, message: str, policies: Mapping[str, str]) -> Reply:
-        """Route the message, pull out the order fields, and answer from the matching policy.
+        """A support request end to end (intent, order fields, grounded reply): see support.py."""
+        from .support import answer  # support.py builds on this module's Answer
 
-        The reply is grounded only when a policy exists for the intent; otherwise `answer` is None
-        and the caller hands over to a person (never an ungrounded guess)."""
-        routed = self.run("classify_intent", {"message": message})
-        fields = self.run("extract_order", {"message": message})
-        intent = routed.data.get("intent") if isinstance(routed.data, dict) else None
-        order = fields.data if isinstance(fields.data, dict) else {}
-        answers = [routed, fields]
-        text = None
-        policy = policies.get(intent) if intent else None
-        if policy:
-            grounded = self.run("answer_policy", {"policy": policy, "question": message})
-            answers.append(grounded)
-            text = grounded.data.get("answer") if isinstance(grounded.data, dict) else None
-        return Reply(
-            intent=intent,
-            order_id=order.get("order_id"),
-            email=order.get("email"),
-            answer=text,
-            versions={a.prompt: a.prompt_version for a in answers},
-            tokens_in=sum(a.completion.tokens_in for a in answers),
-            tokens_out=sum(a.completion.tokens_out for a in answers),
-        )
+        return answer(self.run, policies, message)

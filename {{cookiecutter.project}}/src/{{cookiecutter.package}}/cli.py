@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("stages.evaluate", "DVC stage: run the golden set through the model and score it"),
     "register": ("stages.register", "DVC stage: record the evaluated version (models/version.json)"),
     "gate": ("gate", "PR gate: compare eval metrics with a base revision (dvc metrics diff)"),
+    "serve": ("server", "HTTP service: /v1/answer, /healthz, /readyz, /metrics (needs the `serve` extra)"),
+    "canary": ("canary", "canary `analyze` (promote or rollback?), `deploy`, `promote`, `rollback` (kubectl steps)"),
 }
 
 

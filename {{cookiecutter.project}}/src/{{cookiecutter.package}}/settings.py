@@ -95,12 +95,38 @@ class RegistrySettings:
 
 
 @dataclass(frozen=True)
+class ServeSettings:
+    """The HTTP service: a user waits on every call, so retries are short and bounded."""
+
+    max_attempts: int = 2  # per model call, retries included
+    max_retry_s: float = 10.0  # total time one model call may spend retrying
+    pool_size: int = 16  # keep-alive connections to the model endpoint
+    max_message_chars: int = 4000  # longer requests are rejected with 422
+    shadow_max_inflight: int = 4  # shadow calls beyond this are dropped, never queued
+
+
+@dataclass(frozen=True)
+class CanarySettings:
+    """`canary analyze`: when the canary is worse than stable. Rollback if any signal fails."""
+
+    min_requests: int = 50  # per track; fewer -> "inconclusive" (exit 3), no decision
+    error_rate_ratio: float = 2.0  # canary error rate may be at most ratio * stable's + margin
+    error_rate_margin: float = 0.01
+    latency_p95_ratio: float = 1.5  # canary p95 may be at most ratio * stable's + margin
+    latency_p95_margin_s: float = 0.05
+    min_agreement: float = 0.8  # shadow/online agreement (intent + order fields), when measured
+    min_shadow_samples: int = 20  # fewer shadow comparisons -> the agreement signal is skipped
+
+
+@dataclass(frozen=True)
 class Settings:
     model: ModelSettings
     eval: EvalSettings = field(default_factory=EvalSettings)
     thresholds: Thresholds = field(default_factory=Thresholds)
     gate: GateSettings = field(default_factory=GateSettings)
     registry: RegistrySettings = field(default_factory=RegistrySettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
+    canary: CanarySettings = field(default_factory=CanarySettings)
 
 
 def load(path: Path | str = PARAMS_FILE) -> Settings:

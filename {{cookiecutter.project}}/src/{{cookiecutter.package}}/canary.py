@@ -1,0 +1,393 @@
+"""`<project> canary analyze|deploy|promote|rollback`: ship a version to a slice of traffic, judge it, act.
+
+`analyze` compares the canary track with the stable track on three signals and decides:
+- error rate: share of answers with a 5xx status (`llm_requests_total{status=~"5.."}`);
+- p95 latency: from the `llm_request_latency_seconds` histogram (as PromQL's histogram_quantile);
+- shadow/online agreement: intent + order fields of shadow vs served answers (`llm_shadow_requests_total`),
+  counted when at least `canary.min_shadow_samples` comparisons exist.
+Thresholds are params.yaml `canary.*`. Exit 0 = promote, 1 = rollback (the failing signals are
+named), 3 = inconclusive (too little traffic), 2 = cannot analyze (an unreachable URL, bad params).
+Inputs: each track's own `/metrics` (`--stable URL --canary URL`; one pod each, counts since start)
+or a Prometheus server (`--prometheus URL`, the pods' `track` label, a time window).
+
+`deploy|promote|rollback` print the kubectl steps (namespace `llm-app`, see k8s/README.md); with
+`--apply` they run them and stop at the first failure. `promote` first moves the registry alias
+(candidate -> champion) through the project's `promote` command when the project has one — the seam
+where the MLflow registry plugs in; until then that step is reported as skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import PROJECT
+from .errors import UserError
+from .settings import CanarySettings
+from .settings import load as load_settings
+
+NAMESPACE = "llm-app"
+APP = "llm-app"
+PROMOTE, ROLLBACK, INCONCLUSIVE = "promote", "rollback", "inconclusive"
+EXIT = {PROMOTE: 0, ROLLBACK: 1, INCONCLUSIVE: 3}
+
+
+# ------------------------------------------------------------------------------------------- signals
+
+
+@dataclass(frozen=True)
+class TrackStats:
+    requests: float
+    errors: float
+    buckets: tuple[tuple[float, float], ...]  # cumulative (le, count) of the latency histogram
+    shadow: Mapping[str, float]  # outcome -> count
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def p95_s(self) -> float | None:
+        return quantile(0.95, self.buckets)
+
+
+@dataclass(frozen=True)
+class Signal:
+    name: str
+    ok: bool | None  # None: not enough data, skipped
+    detail: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: str
+    signals: tuple[Signal, ...]
+    reason: str
+
+    @property
+    def failing(self) -> list[str]:
+        return [s.name for s in self.signals if s.ok is False]
+
+
+def quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
+    """PromQL's histogram_quantile over cumulative buckets (linear inside a bucket)."""
+    buckets = sorted(buckets)
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    rank = q * buckets[-1][1]
+    lower_le, lower_count = 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if math.isinf(le):
+                return lower_le  # above the largest finite bucket: its bound, as Prometheus does
+            span = count - lower_count
+            return lower_le + (le - lower_le) * ((rank - lower_count) / span if span else 1.0)
+        lower_le, lower_count = le, count
+    return lower_le
+
+
+def decide(stable: TrackStats, canary: TrackStats, cfg: CanarySettings) -> Decision:
+    """Promote unless a signal fails; no decision below `min_requests` on either track."""
+    low = [name for name, t in (("stable", stable), ("canary", canary)) if t.requests < cfg.min_requests]
+    signals = [
+        _error_signal(stable, canary, cfg),
+        _latency_signal(stable, canary, cfg),
+        _agreement(stable, canary, cfg),
+    ]
+    if low:
+        counts = f"stable {stable.requests:.0f}, canary {canary.requests:.0f}"
+        return Decision(
+            INCONCLUSIVE, tuple(signals), f"too few requests on {' and '.join(low)} ({counts}; need {cfg.min_requests})"
+        )
+    failing = [s for s in signals if s.ok is False]
+    if failing:
+        return Decision(ROLLBACK, tuple(signals), "; ".join(f"{s.name}: {s.detail}" for s in failing))
+    return Decision(PROMOTE, tuple(signals), "every signal within its threshold")
+
+
+def _error_signal(stable: TrackStats, canary: TrackStats, cfg: CanarySettings) -> Signal:
+    limit = cfg.error_rate_ratio * stable.error_rate + cfg.error_rate_margin
+    ok = canary.error_rate <= limit
+    detail = (
+        f"canary {canary.error_rate:.3f} {'<=' if ok else '>'} {cfg.error_rate_ratio:g} x stable "
+        f"{stable.error_rate:.3f} + {cfg.error_rate_margin:g}"
+    )
+    return Signal("error_rate", ok, detail)
+
+
+def _latency_signal(stable: TrackStats, canary: TrackStats, cfg: CanarySettings) -> Signal:
+    s, c = stable.p95_s, canary.p95_s
+    if s is None or c is None:
+        return Signal("latency_p95", None, "no latency samples")
+    limit = cfg.latency_p95_ratio * s + cfg.latency_p95_margin_s
+    ok = c <= limit
+    detail = (
+        f"canary {c:.3f}s {'<=' if ok else '>'} {cfg.latency_p95_ratio:g} x stable {s:.3f}s "
+        f"+ {cfg.latency_p95_margin_s:g}s"
+    )
+    return Signal("latency_p95", ok, detail)
+
+
+def _agreement(stable: TrackStats, canary: TrackStats, cfg: CanarySettings) -> Signal:
+    # Stable mirrors to the candidate and the canary to the champion: either way it compares the two.
+    agree = stable.shadow.get("agree", 0.0) + canary.shadow.get("agree", 0.0)
+    total = agree + stable.shadow.get("disagree", 0.0) + canary.shadow.get("disagree", 0.0)
+    if total < cfg.min_shadow_samples:
+        return Signal("shadow_agreement", None, f"{total:.0f} shadow comparisons (need {cfg.min_shadow_samples})")
+    rate = agree / total
+    ok = rate >= cfg.min_agreement
+    return Signal("shadow_agreement", ok, f"{rate:.3f} {'>=' if ok else '<'} {cfg.min_agreement:g} over {total:.0f}")
+
+
+# ---------------------------------------------------------------------------------------- data sources
+
+
+def stats_from_metrics(text: str) -> TrackStats:
+    """A track's stats from its /metrics text (Prometheus exposition format)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    requests = errors = 0.0
+    buckets: dict[float, float] = {}
+    shadow: dict[str, float] = {}
+    try:
+        families = list(text_string_to_metric_families(text))
+    except ValueError as exc:
+        raise UserError(f"not Prometheus metrics ({exc})") from None
+    for family in families:
+        for sample in family.samples:
+            if sample.name == "llm_requests_total":
+                requests += sample.value
+                if sample.labels.get("status", "").startswith("5"):
+                    errors += sample.value
+            elif sample.name == "llm_request_latency_seconds_bucket":
+                le = float(sample.labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + sample.value
+            elif sample.name == "llm_shadow_requests_total":
+                outcome = sample.labels.get("outcome", "")
+                shadow[outcome] = shadow.get(outcome, 0.0) + sample.value
+    return TrackStats(requests, errors, tuple(sorted(buckets.items())), shadow)
+
+
+def _get(url: str, timeout: float = 10.0) -> str:
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise UserError(f"{url}: expected an http(s) URL")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (scheme checked above)
+            return response.read().decode()
+    except (urllib.error.URLError, OSError) as exc:
+        raise UserError(f"{url}: cannot read ({getattr(exc, 'reason', exc)})") from None
+
+
+def from_endpoints(stable_url: str, canary_url: str) -> tuple[TrackStats, TrackStats]:
+    return tuple(  # type: ignore[return-value]
+        stats_from_metrics(_get(url.rstrip("/") + "/metrics")) for url in (stable_url, canary_url)
+    )
+
+
+def prometheus_queries(window: str, app: str = APP) -> dict[str, str]:
+    sel = f'app="{app}"'
+    return {
+        "requests": f"sum by (track) (increase(llm_requests_total{{{sel}}}[{window}]))",
+        "errors": f'sum by (track) (increase(llm_requests_total{{{sel}, status=~"5.."}}[{window}]))',
+        "buckets": f"sum by (track, le) (increase(llm_request_latency_seconds_bucket{{{sel}}}[{window}]))",
+        "shadow": f"sum by (track, outcome) (increase(llm_shadow_requests_total{{{sel}}}[{window}]))",
+    }
+
+
+def from_prometheus(url: str, window: str) -> tuple[TrackStats, TrackStats]:
+    """Both tracks from a Prometheus server's instant queries over `window` (e.g. 10m)."""
+    results = {}
+    for key, query in prometheus_queries(window).items():
+        full = url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": query})
+        try:
+            payload = json.loads(_get(full))
+            results[key] = payload["data"]["result"]
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"{url}: unexpected answer to {query!r}") from None
+
+    def track(name: str) -> TrackStats:
+        def rows(key: str) -> Iterable[tuple[dict, float]]:
+            for row in results[key]:
+                if row["metric"].get("track") == name:
+                    yield row["metric"], float(row["value"][1])
+
+        buckets = sorted((float(m["le"]), v) for m, v in rows("buckets"))
+        shadow = {m.get("outcome", ""): v for m, v in rows("shadow")}
+        return TrackStats(
+            sum(v for _, v in rows("requests")), sum(v for _, v in rows("errors")), tuple(buckets), shadow
+        )
+
+    return track("stable"), track("canary")
+
+
+# ----------------------------------------------------------------------------------------- kubectl plans
+
+
+@dataclass(frozen=True)
+class Step:
+    argv: tuple[str, ...]
+    why: str
+
+    def __str__(self) -> str:
+        return shlex.join(self.argv)
+
+
+def _kubectl(*args: str) -> tuple[str, ...]:
+    return ("kubectl", "-n", NAMESPACE, *args)
+
+
+def _weights(stable: int, canary: int) -> tuple[str, ...]:
+    patch = json.dumps(
+        [
+            {"op": "replace", "path": "/spec/rules/0/backendRefs/0/weight", "value": stable},
+            {"op": "replace", "path": "/spec/rules/0/backendRefs/1/weight", "value": canary},
+        ]
+    )
+    return _kubectl("patch", "httproute", APP, "--type=json", "-p", patch)
+
+
+def deploy_plan(image: str, weight: int, gateway: bool = True) -> list[Step]:
+    steps = [
+        Step(_kubectl("set", "image", f"deployment/{APP}-canary", f"app={image}"), "ship the image to the canary only"),
+        Step(_kubectl("scale", f"deployment/{APP}-canary", "--replicas=1"), "make sure the canary runs"),
+        Step(_kubectl("rollout", "status", f"deployment/{APP}-canary", "--timeout=5m"), "wait until it is ready"),
+    ]
+    if gateway:
+        steps.append(Step(_weights(100 - weight, weight), f"send it {weight}% of traffic"))
+    return steps
+
+
+def promote_plan(image: str, gateway: bool = True) -> list[Step]:
+    steps = [
+        Step(_kubectl("set", "image", f"deployment/{APP}-stable", f"app={image}"), "stable runs the canary's image"),
+        # Also when the image did not change: stable pods resolve the `champion` alias at start-up.
+        Step(_kubectl("rollout", "restart", f"deployment/{APP}-stable"), "stable pods load the new champion"),
+        Step(_kubectl("rollout", "status", f"deployment/{APP}-stable", "--timeout=5m"), "wait until it is ready"),
+    ]
+    if gateway:
+        steps.append(Step(_weights(100, 0), "all traffic to stable"))
+    return steps
+
+
+def rollback_plan(gateway: bool = True) -> list[Step]:
+    steps = [Step(_weights(100, 0), "no traffic to the canary")] if gateway else []
+    steps.append(Step(_kubectl("scale", f"deployment/{APP}-canary", "--replicas=0"), "stop the canary"))
+    return steps
+
+
+def canary_image() -> str:
+    """The image the canary Deployment runs (what `promote` ships to stable)."""
+    argv = _kubectl("get", f"deployment/{APP}-canary", "-o", "jsonpath={.spec.template.spec.containers[0].image}")
+    out = subprocess.run(_resolve(argv), capture_output=True, text=True, check=False)
+    if out.returncode != 0 or not out.stdout.strip():
+        raise UserError(f"cannot read the canary image: {shlex.join(argv)}: {out.stderr.strip()[:300]}")
+    return out.stdout.strip()
+
+
+def _resolve(argv: Sequence[str]) -> list[str]:
+    exe = shutil.which(argv[0])
+    if exe is None:
+        raise UserError(f"{argv[0]} not found on PATH (needed for --apply)")
+    return [exe, *argv[1:]]
+
+
+def run_steps(steps: Sequence[Step], apply: bool) -> int:
+    for i, step in enumerate(steps, 1):
+        print(f"{i}. {step}    # {step.why}")
+        if apply:
+            code = subprocess.run(_resolve(step.argv), check=False).returncode
+            if code != 0:
+                print(f"step {i} failed (exit {code}); stopped", file=sys.stderr)
+                return 1
+    if not apply:
+        print("(not applied: run again with --apply)")
+    return 0
+
+
+def move_alias(action: str, apply: bool) -> int:
+    """The registry seam: `<project> promote` moves candidate -> champion when the project has it."""
+    from .cli import COMMANDS
+    from .cli import main as cli_main
+
+    if action not in COMMANDS:
+        print(f"0. {PROJECT} {action}    # registry alias: skipped, this project has no `{action}` command yet")
+        return 0
+    print(f"0. {PROJECT} {action}    # move the registry alias")
+    return cli_main([action]) if apply else 0
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def _report(decision: Decision) -> None:
+    for signal in decision.signals:
+        state = {True: "ok", False: "FAIL", None: "skip"}[signal.ok]
+        print(f"{signal.name:<17} {state:<5} {signal.detail}")
+    print(f"decision: {decision.verdict} ({decision.reason})")
+
+
+def main(argv: list[str] | None = None, prog: str = "canary") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="action", required=True)
+    analyze = sub.add_parser("analyze", help="compare canary with stable; exit 0 promote, 1 rollback, 3 inconclusive")
+    analyze.add_argument("--stable", help="base URL of a stable pod/Service (reads its /metrics)")
+    analyze.add_argument("--canary", help="base URL of a canary pod/Service")
+    analyze.add_argument("--prometheus", help="Prometheus base URL (instead of --stable/--canary)")
+    analyze.add_argument("--window", default="10m", help="Prometheus range, e.g. 10m (default)")
+    analyze.add_argument("--params", type=Path, default=Path("params.yaml"), help="thresholds: canary.*")
+    analyze.add_argument("--json", action="store_true", help="print the decision as JSON")
+    for name, help_ in (
+        ("deploy", "ship an image as the canary with a slice of traffic"),
+        ("promote", "move the alias, ship the canary's image to stable, all traffic to stable"),
+        ("rollback", "all traffic to stable, canary scaled to 0"),
+    ):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--apply", action="store_true", help="run the steps (default: print them)")
+        p.add_argument("--no-gateway", action="store_true", help="replica-ratio split: no HTTPRoute to patch")
+        if name in ("deploy", "promote"):
+            p.add_argument("--image", required=name == "deploy", help="image (promote: default the canary's)")
+        if name == "deploy":
+            p.add_argument("--weight", type=int, default=10, help="percent of traffic for the canary (default 10)")
+    args = parser.parse_args(argv)
+
+    if args.action == "analyze":
+        cfg = load_settings(args.params).canary
+        if args.prometheus:
+            stable, canary = from_prometheus(args.prometheus, args.window)
+        elif args.stable and args.canary:
+            stable, canary = from_endpoints(args.stable, args.canary)
+        else:
+            raise UserError("give --stable URL and --canary URL, or --prometheus URL")
+        decision = decide(stable, canary, cfg)
+        if args.json:
+            print(json.dumps({"verdict": decision.verdict, "reason": decision.reason, "failing": decision.failing,
+                              "signals": [s.__dict__ for s in decision.signals]}))  # fmt: skip
+        else:
+            _report(decision)
+        return EXIT[decision.verdict]
+    gateway = not args.no_gateway
+    if args.action == "deploy":
+        if not 0 <= args.weight <= 100:
+            raise UserError(f"--weight: expected 0-100, got {args.weight}")
+        return run_steps(deploy_plan(args.image, args.weight, gateway), args.apply)
+    if args.action == "rollback":
+        # The candidate never became champion, so the registry has nothing to undo (`rollback` moves
+        # the champion back after a bad promotion: docs/runbooks/rollback.md).
+        return run_steps(rollback_plan(gateway), args.apply)
+    code = move_alias("promote", args.apply)
+    if code != 0:
+        print("registry alias move failed; nothing changed in the cluster", file=sys.stderr)
+        return code
+    image = args.image or (canary_image() if args.apply else "<canary-image>")
+    return run_steps(promote_plan(image, gateway), args.apply)

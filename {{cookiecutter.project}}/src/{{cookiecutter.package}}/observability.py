@@ -1,0 +1,307 @@
+"""Logs, metrics and traces of the service — none of them carries user content by default.
+
+- Logs are one JSON object per line: ids, versions, lengths, token counts, latencies. Request and
+  answer text appear only when `LOG_CONTENT=true`, and then redacted: emails, phone numbers, card
+  numbers and API-key-like strings become `<kind:hash>` (HMAC-SHA256 keyed by `LOG_HASH_KEY` when
+  set), so an incident can still be correlated across lines without the value itself.
+- Metrics are Prometheus series in a registry of their own (one per server object, so tests can run
+  several): `llm_requests_total{status}`, `llm_request_latency_seconds`, `llm_tokens_total{kind}`,
+  per-call model series and the shadow comparisons, all labelled with the model and prompt version.
+- Traces are OpenTelemetry spans with `gen_ai.*` attributes. Off unless configured
+  (`OTEL_TRACES_EXPORTER=console|otlp`, or `OTEL_EXPORTER_OTLP_ENDPOINT` set); the SDK is imported
+  only then. Message content goes on spans only with `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`,
+  redacted like logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import sys
+import time
+import traceback
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+TRUE = {"1", "true", "yes", "on"}
+
+# ----------------------------------------------------------------------------------------- redaction
+
+# Order matters: keys first (they may contain digit runs), cards before phones (both are digit runs).
+_SECRET = re.compile(
+    r"\bBearer\s+[A-Za-z0-9._~+/=-]{8,}"
+    r"|\b(?:sk|pk|rk)-[A-Za-z0-9_-]{16,}"
+    r"|\bAKIA[0-9A-Z]{16}\b"
+    r"|\bgh[pousr]_[A-Za-z0-9]{20,}"
+    r"|\b(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{32,}\b"
+)
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+_CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
+_PHONE = re.compile(r"(?<![\w-])\+?\(?\d[\d ().-]{7,}\d(?![\w-])")
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+class Redactor:
+    """Replaces sensitive substrings by `<kind:hash10>`; the hash of one value is stable."""
+
+    def __init__(self, key: str | None = None) -> None:
+        self._key = (key or "").encode()
+
+    def token(self, kind: str, value: str) -> str:
+        normal = re.sub(r"[\s().-]", "", value).lower() if kind in ("phone", "card") else value.lower()
+        digest = hmac.new(self._key, normal.encode(), hashlib.sha256).hexdigest()[:10]
+        return f"<{kind}:{digest}>"
+
+    def __call__(self, text: str) -> str:
+        text = _SECRET.sub(lambda m: self.token("secret", m.group()), text)
+        text = _EMAIL.sub(lambda m: self.token("email", m.group()), text)
+
+        def card(m: re.Match[str]) -> str:
+            digits = re.sub(r"\D", "", m.group())
+            return self.token("card", digits) if _luhn(digits) else m.group()
+
+        text = _CARD.sub(card, text)
+
+        def phone(m: re.Match[str]) -> str:
+            return self.token("phone", m.group()) if len(re.sub(r"\D", "", m.group())) >= 9 else m.group()
+
+        return _PHONE.sub(phone, text)
+
+
+# ---------------------------------------------------------------------------------------------- logs
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line. Structured fields come from `extra={"fields": {...}}`.
+
+    An exception is logged as its type and stack frames, never its message: messages of model errors
+    can quote the request (a 400 echoing the prompt) and must not bypass the content switch.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            entry["error_type"] = type(exc).__name__
+            entry["stack"] = "".join(traceback.format_tb(exc.__traceback__))[-4000:]
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def configure_logging(level: str = "INFO", stream: Any = None) -> logging.Handler:
+    """JSON lines on stderr for the root logger (uvicorn's loggers included); returns the handler."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    # Per-request access lines would duplicate ours (and carry query strings): off.
+    logging.getLogger("uvicorn.access").disabled = True
+    return handler
+
+
+def flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in TRUE
+
+
+# ------------------------------------------------------------------------------------------- metrics
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
+
+
+class Metrics:
+    """The service's Prometheus series, in their own registry."""
+
+    def __init__(self, model: str, prompt_version: str) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = {"model": model, "prompt_version": prompt_version}
+        self._labels = labels
+        names = list(labels)
+        r = self.registry
+        self.requests = Counter("llm_requests", "Answered requests by HTTP status", ["status", *names], registry=r)
+        self.latency = Histogram(
+            "llm_request_latency_seconds", "End-to-end request latency", names, buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.tokens = Counter("llm_tokens", "Tokens spent (kind: prompt | completion)", ["kind", *names], registry=r)
+        self.model_calls = Counter(
+            "llm_model_calls", "Model calls by prompt and outcome", ["prompt", "outcome", *names], registry=r
+        )
+        self.model_latency = Histogram(
+            "llm_model_latency_seconds", "Model call latency", ["prompt", *names], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.shadow = Counter(
+            "llm_shadow_requests",
+            "Shadow comparisons (outcome: agree | disagree | error | dropped)",
+            ["outcome", "shadow_version"],
+            registry=r,
+        )
+        self.info = Gauge("llm_app_info", "The served version (value 1)", ["alias", "version", *names], registry=r)
+
+    def label(self, metric: Any, **extra: str) -> Any:
+        return metric.labels(**extra, **self._labels)
+
+    def render(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+# -------------------------------------------------------------------------------------------- traces
+
+
+class _NoSpan:
+    def set_attribute(self, key: str, value: Any) -> None:
+        pass
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        pass
+
+    def record_error(self, kind: str) -> None:
+        pass
+
+
+class _Span:
+    def __init__(self, span: Any) -> None:
+        self._span = span
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self._span.set_attribute(key, value)
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        self._span.set_attributes(dict(attributes))
+
+    def record_error(self, kind: str) -> None:
+        # The type only: an exception message could quote user content.
+        from opentelemetry.trace import Status, StatusCode
+
+        self._span.set_attribute("error.type", kind)
+        self._span.set_status(Status(StatusCode.ERROR, kind))
+
+
+class Tracing:
+    """Spans when configured, a free no-op otherwise."""
+
+    def __init__(self, provider: Any = None, capture_content: bool = False) -> None:
+        self.provider = provider
+        self.capture_content = capture_content
+        self._tracer = provider.get_tracer(__package__ or "app") if provider is not None else None
+
+    @property
+    def enabled(self) -> bool:
+        return self._tracer is not None
+
+    @contextlib.contextmanager
+    def span(self, name: str, attributes: Mapping[str, Any], server: bool = False) -> Iterator[Any]:
+        if self._tracer is None:
+            yield _NoSpan()
+            return
+        from opentelemetry.trace import SpanKind
+
+        kind = SpanKind.SERVER if server else SpanKind.CLIENT
+        with self._tracer.start_as_current_span(
+            name, kind=kind, attributes=dict(attributes), record_exception=False, set_status_on_exception=False
+        ) as span:
+            yield _Span(span)
+
+    def trace_id(self) -> str | None:
+        if self._tracer is None:
+            return None
+        from opentelemetry import trace
+
+        ctx = trace.get_current_span().get_span_context()
+        return f"{ctx.trace_id:032x}" if ctx.is_valid else None
+
+    def shutdown(self) -> None:
+        if self.provider is not None:
+            self.provider.shutdown()
+
+    @classmethod
+    def with_exporter(cls, exporter: Any, service: str, capture_content: bool = False) -> Tracing:
+        """Spans go to `exporter` synchronously (tests: InMemorySpanExporter)."""
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+        provider = _provider(service)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        return cls(provider, capture_content)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], service: str) -> Tracing:
+        """console | otlp from OTEL_TRACES_EXPORTER (otlp implied by an OTLP endpoint); else off."""
+        choice = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+        if not choice and (env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
+            choice = "otlp"
+        capture = flag(env, "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT")
+        if choice in ("", "none"):
+            return cls(None)
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        if choice == "console":
+            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+            exporter: Any = ConsoleSpanExporter()
+        elif choice == "otlp":
+            # Reads OTEL_EXPORTER_OTLP_* (endpoint, headers, timeout) itself.
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            exporter = OTLPSpanExporter()
+        else:
+            from .errors import UserError
+
+            raise UserError(f"OTEL_TRACES_EXPORTER: {choice!r} is not one of console, otlp, none")
+        provider = _provider(service)
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+        return cls(provider, capture)
+
+
+def _provider(service: str) -> Any:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    return TracerProvider(resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service)}))
+
+
+def gen_ai_attributes(system: str, model: str, sampling: Mapping[str, Any], address: str, port: int | None) -> dict:
+    """OpenTelemetry GenAI semantic-convention attributes of one chat call (no content)."""
+    attributes: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.system": system,
+        "gen_ai.provider.name": system,
+        "gen_ai.request.model": model,
+        "server.address": address,
+    }
+    if port is not None:
+        attributes["server.port"] = port
+    for key in ("temperature", "max_tokens", "seed"):
+        if sampling.get(key) is not None:
+            attributes[f"gen_ai.request.{key}"] = sampling[key]
+    return attributes
+
+
+def elapsed_ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

@@ -1,0 +1,267 @@
+"""`canary analyze|deploy|promote|rollback`: the decision from real servers' metrics, and the kubectl steps."""
+
+import json
+import os
+import stat
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+
+from fake_model import FakeModel, write_version
+from live_server import in_process, metric, wait_for
+from {{ cookiecutter.package }}.canary import TrackStats, decide, quantile, stats_from_metrics
+from {{ cookiecutter.package }}.cli import main
+from {{ cookiecutter.package }}.observability import Metrics
+from {{ cookiecutter.package }}.settings import CanarySettings
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "{{ cookiecutter.package }}"
+TRAFFIC = 24
+# A wide latency margin: this must not flake on a loaded CI machine; the slow candidate is far beyond it.
+THRESHOLDS = {"min_requests": 20, "min_shadow_samples": 10, "latency_p95_margin_s": 0.2}
+MESSAGES = (
+    "Where is my order BH-10422?",
+    "I want a refund for BH-20001, email me at ana@example.com",
+    "How do I reset my password?",
+    "Is the linen duvet in stock in size king?",
+)
+
+
+# ------------------------------------------------------------------------------------------ pure parts
+
+
+def test_quantile_matches_prometheus_histogram_quantile():
+    buckets = [(0.1, 50.0), (0.5, 100.0), (float("inf"), 100.0)]
+    assert quantile(0.95, buckets) == pytest.approx(0.1 + 0.4 * (95 - 50) / 50)
+    assert quantile(0.5, buckets) == pytest.approx(0.1)
+    assert quantile(0.95, [(0.1, 0.0), (float("inf"), 10.0)]) == 0.1  # above the last bucket: its bound
+    assert quantile(0.95, []) is None and quantile(0.95, [(1.0, 0.0)]) is None
+
+
+def test_stats_are_read_back_from_the_servers_own_metrics():
+    metrics = Metrics("m", "p1")
+    for status, seconds in (("200", 0.02), ("200", 0.03), ("502", 0.2), ("422", 0.001)):
+        metrics.label(metrics.requests, status=status).inc()
+        metrics.label(metrics.latency).observe(seconds)
+    metrics.shadow.labels(outcome="agree", shadow_version="v2").inc(3)
+    metrics.shadow.labels(outcome="disagree", shadow_version="v2").inc()
+    stats = stats_from_metrics(metrics.render()[0].decode())
+    assert (stats.requests, stats.errors, stats.error_rate) == (4, 1, 0.25)
+    assert stats.shadow == {"agree": 3, "disagree": 1}
+    assert 0.1 < stats.p95_s <= 0.25
+
+
+def _track(requests_: int, errors: int = 0, p95_bucket: float = 0.05, agree: int = 0, disagree: int = 0):
+    buckets = ((0.01, 0.0), (p95_bucket, float(requests_)), (float("inf"), float(requests_)))
+    return TrackStats(float(requests_), float(errors), buckets, {"agree": float(agree), "disagree": float(disagree)})
+
+
+@pytest.mark.parametrize(
+    ("canary", "verdict", "failing"),
+    [
+        (_track(100), "promote", []),
+        (_track(100, errors=5), "rollback", ["error_rate"]),
+        (_track(100, p95_bucket=1.0), "rollback", ["latency_p95"]),
+        (_track(100, agree=10, disagree=20), "rollback", ["shadow_agreement"]),
+        (_track(100, errors=50, p95_bucket=1.0), "rollback", ["error_rate", "latency_p95"]),
+        (_track(10, errors=10), "inconclusive", ["error_rate"]),
+    ],
+    ids=["good", "errors", "slow", "disagrees", "errors+slow", "too-little-traffic"],
+)
+def test_decide(canary, verdict, failing):
+    decision = decide(_track(100, errors=1), canary, CanarySettings(min_requests=50, min_shadow_samples=20))
+    assert decision.verdict == verdict
+    assert decision.failing == failing
+    if verdict == "rollback":
+        assert all(name in decision.reason for name in failing)
+
+
+# ------------------------------------------------------------------------- two real servers on loopback
+
+
+@pytest.fixture(scope="module")
+def stable(tmp_path_factory):
+    """The stable track: a server process on the champion, whose model behaves."""
+    model = FakeModel()
+    model.start()
+    root = tmp_path_factory.mktemp("stable")
+    source = write_version(ROOT, root / "champion", model.base_url, canary=THRESHOLDS)
+    with in_process(PACKAGE, source, "champion", root / "server.log") as url:
+        _traffic(url)
+        yield url, source
+    model.stop()
+
+
+def _traffic(url: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def send(i: int) -> int:
+        return requests.post(f"{url}/v1/answer", json={"message": MESSAGES[i % len(MESSAGES)]}, timeout=30).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(send, range(TRAFFIC)))
+    assert len(statuses) == TRAFFIC
+
+
+@pytest.mark.parametrize(
+    ("model", "verdict", "signal"),
+    [
+        (FakeModel(error_every=3), "rollback", "error_rate"),
+        (FakeModel(latency_s=0.2), "rollback", "latency_p95"),
+        (FakeModel(intent="other"), "rollback", "shadow_agreement"),
+        (FakeModel(), "promote", None),
+    ],
+    ids=["erroring-candidate", "slow-candidate", "disagreeing-candidate", "good-candidate"],
+)
+def test_canary_analyze_on_live_servers(stable, tmp_path, capsys, model, verdict, signal):
+    stable_url, champion = stable
+    model.start()
+    try:
+        source = write_version(ROOT, tmp_path / "candidate", model.base_url, canary=THRESHOLDS)
+        # The canary mirrors every request to the champion: that is where agreement is measured.
+        env = {"SHADOW_FRACTION": "1", "SHADOW_SOURCE": str(champion)}
+        with in_process(PACKAGE, source, "candidate", tmp_path / "canary.log", **env) as canary_url:
+            _traffic(canary_url)
+            answered = metric(canary_url, "llm_requests_total", status="200")  # only answers are mirrored
+            wait_for(lambda: metric(canary_url, "llm_shadow_requests_total") >= answered, what="shadow comparisons")
+            code = main(["canary", "analyze", "--stable", stable_url, "--canary", canary_url,
+                         "--params", str(source / "params.yaml")])  # fmt: skip
+            out = capsys.readouterr().out
+            main(["canary", "analyze", "--stable", stable_url, "--canary", canary_url,
+                  "--params", str(source / "params.yaml"), "--json"])  # fmt: skip
+            decision = json.loads(capsys.readouterr().out)
+    finally:
+        model.stop()
+    assert decision["verdict"] == verdict, out
+    assert code == {"promote": 0, "rollback": 1}[verdict]
+    last = out.strip().splitlines()[-1]
+    assert last.startswith(f"decision: {verdict}"), out
+    if signal:
+        assert decision["failing"] == [signal], out
+        assert signal in last
+    else:
+        assert decision["failing"] == []
+
+
+def test_analyze_cannot_read_a_dead_url_and_says_so(stable, capsys):
+    stable_url, champion = stable
+    code = main(["canary", "analyze", "--stable", stable_url, "--canary", "http://127.0.0.1:9",
+                 "--params", str(champion / "params.yaml")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "http://127.0.0.1:9/metrics: cannot read" in err and "Traceback" not in err
+    assert main(["canary", "analyze", "--params", str(champion / "params.yaml")]) == 2
+
+
+def test_too_little_traffic_is_inconclusive_exit_3(stable, capsys):
+    stable_url, champion = stable
+    params = champion / "params.yaml"
+    strict = params.parent / "strict.yaml"
+    strict.write_text(params.read_text().replace("min_requests: 20", "min_requests: 1000"))
+    code = main(["canary", "analyze", "--stable", stable_url, "--canary", stable_url, "--params", str(strict)])
+    assert code == 3 and "decision: inconclusive (too few requests" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------ Prometheus
+
+
+def test_analyze_reads_a_prometheus_server(project, capsys):
+    """A stand-in Prometheus answering the instant-query API with per-track vectors."""
+    seen = []
+
+    def vector(query: str) -> list[dict]:
+        def row(track: str, value: float, **labels: str) -> dict:
+            return {"metric": {"track": track, **labels}, "value": [0, str(value)]}
+
+        if "_bucket" in query:
+            return [
+                row(t, n, le=le) for t in ("stable", "canary") for le, n in (("0.1", 90), ("0.5", 100), ("+Inf", 100))
+            ]
+        if "shadow" in query:
+            return [row("canary", 40, outcome="agree"), row("canary", 60, outcome="disagree")]
+        if "status" in query:
+            return [row("stable", 1), row("canary", 2)]
+        return [row("stable", 100), row("canary", 100)]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            parts = urlsplit(self.path)
+            query = parse_qs(parts.query)["query"][0]
+            seen.append((parts.path, query))
+            body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": vector(query)}})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        code = main(["canary", "analyze", "--prometheus", url, "--window", "15m", "--json"])
+    finally:
+        server.shutdown()
+    decision = json.loads(capsys.readouterr().out)
+    assert code == 1 and decision["failing"] == ["shadow_agreement"], decision
+    assert {path for path, _ in seen} == {"/api/v1/query"}
+    assert all("[15m]" in q and 'app="llm-app"' in q for _, q in seen)
+
+
+# ------------------------------------------------------------------------------------------- kubectl
+
+
+@pytest.fixture
+def kubectl(tmp_path, monkeypatch):
+    """A `kubectl` on PATH that records its arguments (and fails on `rollout status` when told to)."""
+    log = tmp_path / "kubectl.log"
+    script = tmp_path / "bin" / "kubectl"
+    script.parent.mkdir()
+    script.write_text(
+        "#!/bin/sh\n"
+        f'printf "%s\\n" "$*" >> "{log}"\n'
+        'case "$*" in *"get deployment/llm-app-canary"*) echo "registry.example/llm-app:abc123";; esac\n'
+        'case "$*" in *"rollout status"*) [ -n "$KUBECTL_FAIL_STATUS" ] && exit 1;; esac\n'
+        "exit 0\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+def test_rollback_prints_then_applies_the_steps(kubectl, capsys):
+    assert main(["canary", "rollback"]) == 0
+    out = capsys.readouterr().out
+    assert "kubectl -n llm-app patch httproute llm-app" in out and "--replicas=0" in out
+    assert "not applied" in out and not kubectl.exists()
+    assert main(["canary", "rollback", "--apply"]) == 0
+    calls = kubectl.read_text().splitlines()
+    assert calls[0].startswith("-n llm-app patch httproute llm-app --type=json -p")
+    assert '"value": 100' in calls[0] and '"value": 0' in calls[0]
+    assert calls[1] == "-n llm-app scale deployment/llm-app-canary --replicas=0"
+
+
+def test_promote_moves_the_alias_then_ships_the_canary_image(kubectl, capsys):
+    assert main(["canary", "promote", "--apply"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("0. ") and " promote " in out.splitlines()[0]  # the registry step
+    calls = kubectl.read_text().splitlines()
+    assert calls[0].startswith("-n llm-app get deployment/llm-app-canary")
+    assert calls[1] == "-n llm-app set image deployment/llm-app-stable app=registry.example/llm-app:abc123"
+    assert calls[2] == "-n llm-app rollout restart deployment/llm-app-stable"
+    assert calls[3].startswith("-n llm-app rollout status deployment/llm-app-stable")
+    assert "patch httproute" in calls[4]
+
+
+def test_a_failing_step_stops_the_plan(kubectl, monkeypatch, capsys):
+    monkeypatch.setenv("KUBECTL_FAIL_STATUS", "1")
+    assert main(["canary", "deploy", "--image", "llm-app:abc", "--weight", "5", "--apply"]) == 1
+    calls = kubectl.read_text().splitlines()
+    assert calls[-1].startswith("-n llm-app rollout status deployment/llm-app-canary")  # no weight change after
+    assert "step 3 failed" in capsys.readouterr().err
+    assert main(["canary", "deploy", "--image", "x", "--weight", "101"]) == 2

@@ -1,0 +1,146 @@
+"""Logs and spans carry ids, versions, sizes and timings, never the user's secrets."""
+
+import io
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from fake_model import FakeModel, write_version
+from live_server import in_thread
+from {{ cookiecutter.package }}.errors import UserError
+from {{ cookiecutter.package }}.observability import JsonFormatter, Redactor, Tracing, configure_logging
+from {{ cookiecutter.package }}.server import create_app, open_service
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "sk-SENTINEL0123456789abcdefXYZ"
+EMAIL = "sentinel.user@example.org"
+CARD = "4111 1111 1111 1111"
+PHONE = "+44 20 7946 0958"
+MODEL_KEY = "model-key-SENTINEL-5f2b9c41d7"
+SENTINELS = (SECRET, EMAIL, CARD, CARD.replace(" ", ""), PHONE, MODEL_KEY, "SENTINEL")
+MESSAGE = f"Refund please for order BH-20001. Card {CARD}, email {EMAIL}, phone {PHONE}, my key is {SECRET}"
+
+
+def test_redactor_hashes_each_kind_and_keeps_the_rest():
+    redact = Redactor()
+    text = f"mail {EMAIL}, card {CARD}, call {PHONE}, key {SECRET}, order BH-10422 of 2024-05-01 for 59.90"
+    out = redact(text)
+    for value in (EMAIL, CARD, PHONE, SECRET):
+        assert value not in out
+    for kind in ("email", "card", "phone", "secret"):
+        assert f"<{kind}:" in out, out
+    assert "order BH-10422 of 2024-05-01 for 59.90" in out  # ids, dates and prices are not PII
+    # Hashed, not dropped: the same value gives the same token, so incidents can be correlated...
+    assert redact(f"again {EMAIL.upper()}").split()[-1] == redact(EMAIL)
+    assert redact(CARD.replace(" ", "-")) == redact(CARD)
+    # ...and a key (LOG_HASH_KEY) makes the tokens unguessable from a list of known values.
+    assert Redactor("k1")(EMAIL) != Redactor("k2")(EMAIL) != redact(EMAIL)
+    assert redact("Authorization: Bearer abcdefghij0123456789").endswith(">")
+    assert redact("AKIAABCDEFGHIJKLMNOP").startswith("<secret:")
+
+
+def test_json_formatter_drops_exception_messages():
+    logger = logging.getLogger("test.formatter")
+    record = None
+    try:
+        raise ValueError(f"model said: {EMAIL}")
+    except ValueError:
+        record = logger.makeRecord("test", logging.ERROR, __file__, 1, "failed", (), sys.exc_info(),
+                                   extra={"fields": {"request_id": "r1"}})  # fmt: skip
+    line = JsonFormatter().format(record)
+    entry = json.loads(line)
+    assert entry["event"] == "failed" and entry["request_id"] == "r1" and entry["error_type"] == "ValueError"
+    assert EMAIL not in line and "test_observability.py" in entry["stack"]
+
+
+@pytest.fixture
+def captured_logs():
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    buffer = io.StringIO()
+    configure_logging("INFO", stream=buffer)
+    yield buffer
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
+    logging.getLogger("uvicorn.access").disabled = False
+
+
+@pytest.mark.parametrize("log_content", [False, True], ids=["default", "LOG_CONTENT"])
+def test_no_secret_email_or_card_reaches_logs_or_spans(tmp_path, monkeypatch, captured_logs, log_content):
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    # A model that needs a key and echoes the request in answers and in errors (every 4th call fails).
+    model = FakeModel(api_key=MODEL_KEY, error_every=4)
+    model.start()
+    monkeypatch.setenv("TEST_MODEL_KEY", MODEL_KEY)
+    source = write_version(ROOT, tmp_path / "v", model.base_url)
+    params = source / "params.yaml"
+    params.write_text(params.read_text().replace("api_key_env: ''", "api_key_env: TEST_MODEL_KEY"))
+    exporter = InMemorySpanExporter()
+    tracing = Tracing.with_exporter(exporter, "test", capture_content=log_content)
+    env = {"LOG_CONTENT": "true" if log_content else "false"}
+    try:
+        with (
+            open_service("champion", str(source), env, tracing=tracing) as service,
+            in_thread(create_app(service)) as url,
+        ):
+            ok = requests.post(f"{url}/v1/answer", json={"message": MESSAGE}, timeout=10)
+            failed = requests.post(f"{url}/v1/answer", json={"message": MESSAGE}, timeout=10)
+            assert ok.status_code == 200 and EMAIL in ok.text  # the user gets their own answer back
+            assert failed.status_code == 502
+    finally:
+        model.stop()
+    logs = captured_logs.getvalue()
+    spans = exporter.get_finished_spans()
+    dumped = "\n".join(span.to_json() for span in spans)
+    for sentinel in SENTINELS:
+        assert sentinel not in logs, sentinel
+        assert sentinel not in dumped, sentinel
+
+    entries = [json.loads(line) for line in logs.splitlines()]
+    answers = [e for e in entries if e["event"] == "answer"]
+    assert [a["status"] for a in answers] == [200, 502]
+    first, second = answers
+    assert first["intent"] == "refund" and first["tokens_in"] > 0 and first["latency_ms"] > 0
+    assert first["message_chars"] == len(MESSAGE) and first["version"] == service.version.id
+    assert second["error_kind"] == "http"
+    chats = [s for s in spans if s.name == "chat fake-model"]
+    assert len(chats) == 4
+    assert chats[0].attributes["gen_ai.request.model"] == "fake-model"
+    assert chats[0].attributes["gen_ai.operation.name"] == "chat"
+    assert chats[0].attributes["gen_ai.system"] == "openai"
+    assert chats[0].attributes["gen_ai.usage.input_tokens"] > 0
+    assert chats[0].attributes["gen_ai.usage.output_tokens"] > 0
+    assert chats[-1].attributes["error.type"] == "http"
+    (server,) = [s for s in spans if s.name == "POST /v1/answer" and s.attributes["http.response.status_code"] == 200]
+    assert all(c.parent.trace_id == server.context.trace_id for c in chats[:3])
+    if log_content:
+        assert "<email:" in first["message"] and "<card:" in first["message"] and "<secret:" in first["message"]
+        assert "BH-20001" in first["message"]  # what is not sensitive stays readable
+        assert "<email:" in server.attributes["app.request.content"]
+    else:
+        assert all("message" not in a and "reply" not in a for a in answers)
+        assert not any(k.startswith("app.re") and k.endswith("content") for k in server.attributes)
+
+
+def test_tracing_is_off_unless_configured():
+    assert not Tracing.from_env({}, "t").enabled
+    assert not Tracing.from_env({"OTEL_TRACES_EXPORTER": "none"}, "t").enabled
+    console = Tracing.from_env({"OTEL_TRACES_EXPORTER": "console"}, "t")
+    otlp = Tracing.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}, "t")
+    assert console.enabled and otlp.enabled and not otlp.capture_content
+    console.shutdown(), otlp.shutdown()
+    with pytest.raises(UserError, match="OTEL_TRACES_EXPORTER: 'jaeger'"):
+        Tracing.from_env({"OTEL_TRACES_EXPORTER": "jaeger"}, "t")
+    # Off means the OpenTelemetry SDK is not even imported.
+    code = (
+        "import sys; from {{ cookiecutter.package }}.observability import Tracing;"
+        "t = Tracing.from_env({}, 't'); print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
