@@ -48,7 +48,9 @@ class FakeModel:
         self._server: ThreadingHTTPServer | None = None
 
     # -- behaviour ---------------------------------------------------------------------------------
-    def reply(self, messages: list[dict[str, str]]) -> tuple[int, dict[str, Any]]:
+    def reply(self, messages: list[dict[str, str]], fields: frozenset[str] = frozenset()) -> tuple[int, dict[str, Any]]:
+        """`fields`: the properties of the requested output schema, which name the prompt's task
+        (its wording may change; its output contract is what the app relies on)."""
         with self._lock:
             self.calls += 1
             n = self.calls
@@ -60,9 +62,9 @@ class FakeModel:
         user = messages[-1]["content"]
         if self.error_every and n % self.error_every == 0:
             return 400, {"error": {"message": f"cannot process: {user}"}}
-        if "Choose exactly one intent" in system:
+        if "intent" in fields:
             content: dict[str, Any] = {"intent": self.intent or classify(user)}
-        elif "Extract two fields" in system:
+        elif "order_id" in fields:
             order = re.search(r"\bBH-\d+\b", user)
             email = re.search(r"[\w.+-]+@[\w-]+\.[\w.]+", user)
             content = {"order_id": order.group() if order else None, "email": email.group() if email else None}
@@ -105,7 +107,7 @@ class FakeModel:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length))
                 if self._authorized():
-                    self._send(*model.reply(body["messages"]))
+                    self._send(*model.reply(body["messages"], _schema_fields(body)))
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -141,3 +143,9 @@ def write_version(root: Path, dest: Path, base_url: str, **sections: dict[str, A
         params.setdefault(section, {}).update(values)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return dest
+
+
+def _schema_fields(body: dict[str, Any]) -> frozenset[str]:
+    fmt = body.get("response_format") or {}
+    schema = fmt.get("schema") or fmt.get("json_schema", {}).get("schema") or {}
+    return frozenset(schema.get("properties", {}))

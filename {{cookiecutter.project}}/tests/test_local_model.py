@@ -70,4 +70,5 @@ def test_app_answers_a_request_deterministically():
         again = app.answer("My order BH-10422 has not arrived yet.", load_policies(POLICIES_FILE))
     assert first.intent in {"order_status", "refund", "account", "product", "other"}
     assert [call.prompt for call in first.calls] == ["classify_intent", "extract_order", "answer_policy"]
-    assert first == again, "temperature 0 and a fixed seed make the embedded model deterministic"
+    # Temperature 0 and a fixed seed make the embedded model deterministic (latencies aside).
+    assert (first.decision(), first.text) == (again.decision(), again.text)

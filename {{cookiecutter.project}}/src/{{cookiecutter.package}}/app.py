@@ -20,6 +20,7 @@ from .settings import EvalSettings, ModelSettings
 if TYPE_CHECKING:
     from .support import Reply
 
+
 @dataclass(frozen=True)
 class Answer:
     prompt: str
