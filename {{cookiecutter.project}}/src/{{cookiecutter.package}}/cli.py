@@ -21,7 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prompts": ("prompts", "prompt templates: `check` validates all, `list` shows versions"),
     "preprocess": ("stages.preprocess", "DVC stage: validate, normalise and hash the eval set"),
     "evaluate": ("stages.evaluate", "DVC stage: run the golden set through the model and score it"),
-    "register": ("stages.register", "DVC stage: record the evaluated version (models/version.json)"),
+    "register": ("stages.register", "DVC stage: register the evaluated version in MLflow as `candidate`"),
+    "plots": ("stages.plots", "DVC: latency and per-tag pass-rate plot data from eval/results.jsonl"),
+    "promote": ("lifecycle", "MLflow: move the `champion` alias to the `candidate` version"),
+    "rollback": ("lifecycle", "MLflow: move the `champion` alias back to the previous champion"),
     "gate": ("gate", "PR gate: compare eval metrics with a base revision (dvc metrics diff)"),
 }
 
