@@ -31,11 +31,13 @@ DEFAULT_FILES = {
     *(f"src/{PACKAGE}/{name}" for name in (
         "__init__.py", "__main__.py", "app.py", "cli.py", "client.py", "errors.py", "gate.py", "local_model.py",
         "prompts.py", "settings.py",
+        "registry.py", "pyfunc_app.py", "lifecycle.py", "stages/plots.py",
         "evaluation/__init__.py", "evaluation/cache.py", "evaluation/golden.py", "evaluation/metrics.py",
         "evaluation/report.py", "evaluation/runner.py", "evaluation/scorers.py", "evaluation/stats.py",
         "stages/__init__.py", "stages/evaluate.py", "stages/preprocess.py", "stages/register.py",
     )),
     "tests/conftest.py", "tests/test_cli.py", "tests/test_golden.py", "tests/test_prompts.py", "tests/test_settings.py",
+    "tests/fake_llm.py", "tests/test_registry.py",
 }  # fmt: skip
 EMBEDDED_ONLY = {f"src/{PACKAGE}/local_model.py"}
 

@@ -170,6 +170,18 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Exclusive use of a sqlite store between processes (a no-op for a tracking server)."""
+    database = sqlite_path(uri)
+    if database is None:
+        yield
+        return
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(database.with_name(database.name + ".lock")):
+        yield
+
+
 def connect(uri: str) -> MlflowClient:
     """A client on `uri` (also set as the process's tracking and registry URI), store initialised.
 
@@ -179,17 +191,19 @@ def connect(uri: str) -> MlflowClient:
         os.environ.setdefault(key, value)
     import mlflow
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    client = MlflowClient(uri, registry_uri=uri)
-    database = sqlite_path(uri)
-    if database is not None:
-        database.parent.mkdir(parents=True, exist_ok=True)
-        with _file_lock(database.with_name(database.name + ".lock")):
-            # Building the stores creates (or checks) the schema.
+    with store_lock(uri):
+        # Building the client builds the stores, which create (or check) the schema; the look-ups
+        # make sure of it and fail early, with the URI named, when the store cannot be reached.
+        try:
+            client = MlflowClient(uri, registry_uri=uri)
             client.search_experiments(max_results=1)
             client.search_registered_models(max_results=1)
+        except MlflowException as exc:
+            raise RegistryError(f"MLflow store {redact(uri)}: {str(exc).splitlines()[0]}") from None
     return client
 
 
@@ -249,9 +263,11 @@ def register(
 
     from .pyfunc_app import requirements
 
-    prompt_versions = register_prompts(client, model_name, prompts, model)
+    # Look-ups-then-creates: two registers at once must not both add the same prompt or experiment.
+    with store_lock(uri):
+        prompt_versions = register_prompts(client, model_name, prompts, model)
+        mlflow.set_experiment(model_name)
     content_hashes = {pid: p.version for pid, p in prompts.items()}
-    mlflow.set_experiment(model_name)
     with mlflow.start_run(run_name=f"register {tags.get('git_sha', '')[:12]}") as run:
         mlflow.log_params(run_params(model, content_hashes))
         mlflow.log_metrics(numeric_metrics(metrics))
