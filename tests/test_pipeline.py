@@ -84,6 +84,9 @@ def test_repro_registers_a_candidate_with_its_run_prompts_and_lineage(pipeline):
 def test_second_repro_is_a_no_op_and_a_prompt_change_reruns_only_its_examples(pipeline):
     project = pipeline.project
     calls = pipeline.oracle.calls
+    # Byte-code that Python writes beside the sources is not a code change (.dvcignore).
+    (project / "src/support_bot/__pycache__").mkdir(exist_ok=True)
+    (project / "src/support_bot/__pycache__/registry.cpython-311.pyc").write_bytes(b"\0")
     again = run(project, "python", "-m", "dvc", "repro", **pipeline.env)
     assert "Data and pipelines are up to date." in again.stdout
     assert pipeline.oracle.calls == calls
