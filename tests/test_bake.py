@@ -33,15 +33,17 @@ DEFAULT_FILES = {
         "__init__.py", "__main__.py", "app.py", "cli.py", "client.py", "errors.py", "gate.py", "local_model.py",
         "prompts.py", "settings.py", "gate_inputs.py", "gate_report.py", "paired.py",
         "canary.py", "observability.py", "server.py", "support.py", "versions.py",
+        "registry.py", "pyfunc_app.py", "lifecycle.py", "stages/plots.py",
         "evaluation/__init__.py", "evaluation/cache.py", "evaluation/golden.py", "evaluation/metrics.py",
         "evaluation/report.py", "evaluation/runner.py", "evaluation/scorers.py", "evaluation/stats.py",
         "stages/__init__.py", "stages/evaluate.py", "stages/preprocess.py", "stages/register.py",
         "testing/__init__.py", "testing/fake_model.py",
     )),
-    "tests/conftest.py", "tests/fake_model.py", "tests/live_server.py", "tests/test_canary.py", "tests/test_cli.py",
-    "tests/test_client.py", "tests/test_container.py", "tests/test_evaluate.py", "tests/test_gate.py",
-    "tests/test_golden.py", "tests/test_local_model.py", "tests/test_observability.py", "tests/test_prompts.py",
-    "tests/test_runner.py", "tests/test_scorers.py", "tests/test_server.py", "tests/test_settings.py",
+    "tests/conftest.py", "tests/fake_llm.py", "tests/fake_model.py", "tests/live_server.py", "tests/test_canary.py",
+    "tests/test_cli.py", "tests/test_client.py", "tests/test_container.py", "tests/test_evaluate.py",
+    "tests/test_gate.py", "tests/test_golden.py", "tests/test_local_model.py", "tests/test_observability.py",
+    "tests/test_prompts.py", "tests/test_registry.py", "tests/test_runner.py", "tests/test_scorers.py",
+    "tests/test_server.py", "tests/test_settings.py",
 }  # fmt: skip
 EMBEDDED_ONLY = {f"src/{PACKAGE}/local_model.py", "tests/test_local_model.py"}
 

@@ -1,0 +1,94 @@
+"""Helpers for tests that run a baked project's pipeline: a private bake, the fake model, servers.
+
+Pipeline tests change the project (params, prompts, dvc.lock, an MLflow store), so each bakes
+its own copy instead of sharing the session's bakes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from tests.bakery import bake, link_venv, project_env
+
+
+def private_project(output_dir: Path, **answers: str) -> Path:
+    project = bake(output_dir, **answers)
+    link_venv(project)
+    return project
+
+
+def fast_env(project: Path, pycache: Path, **extra: str) -> dict[str, str]:
+    """Extra env for `run`: a byte-code cache (so each `python -m <pkg>` does not recompile mlflow
+    when the machine sets PYTHONDONTWRITEBYTECODE) and the MLflow store in the project's tmp dir."""
+    env = {"PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": str(pycache)}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{project / 'mlflow.db'}"
+    env.update(extra)
+    return env
+
+
+def set_param(project: Path, key: str, value: str) -> None:
+    """Replace the value of the first `  key:` line in params.yaml (a test's own settings)."""
+    params = project / "params.yaml"
+    text, count = re.subn(rf"(?m)^(\s+{key}:) [^\n#]*", rf"\g<1> {value}  ", params.read_text(), count=1)
+    assert count == 1, f"no {key} in params.yaml"
+    params.write_text(text)
+
+
+@contextlib.contextmanager
+def fake_model(project: Path) -> Iterator[Any]:
+    """The baked project's own fake OpenAI-compatible server (tests/fake_llm.py), params pointed at it."""
+    spec = importlib.util.spec_from_file_location(f"fake_llm_{id(project)}", project / "tests" / "fake_llm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with module.serve(project / "eval" / "golden.jsonl") as (url, oracle):
+        set_param(project, "base_url", url)
+        set_param(project, "api_key_env", '""')
+        yield oracle
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server(cmd: list[str], ready_url: str, cwd: Path, project: Path, timeout: float = 90) -> Iterator[None]:
+    """A server process on loopback (started with the project's env), stopped afterwards."""
+    log = cwd / f"{Path(cmd[0]).name}.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, env=project_env(project), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert proc.poll() is None, f"{cmd[0]} exited {proc.returncode}:\n{log.read_text()[-3000:]}"
+            try:
+                if requests.get(ready_url, timeout=1).status_code < 500:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, f"{cmd[0]} not ready in {timeout} s:\n{log.read_text()[-3000:]}"
+            time.sleep(0.2)
+        yield
+    finally:
+        # The whole process group: `mlflow server` runs its workers as children.
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -1,0 +1,161 @@
+"""A baked project's pipeline for real: `dvc repro` -> MLflow (sqlite), promote, rollback, plots.
+
+The model is the project's fake OpenAI-compatible server on 127.0.0.1 (it knows the golden set, so
+the thresholds pass and its call count shows what reached the model), except in the one test
+that loads the registered app on the embedded llama.cpp model.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from tests.baked import fake_model, fast_env, private_project
+from tests.conftest import run
+
+pytestmark = pytest.mark.slow
+NAME = "support-bot"
+QUESTION = "Where is my order? I placed it last Tuesday."
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """A default bake after one `dvc repro` on the fake model (the server stays up for the module)."""
+    project = private_project(tmp_path_factory.mktemp("pipeline"))
+    env = fast_env(project, tmp_path_factory.mktemp("pycache"))
+    with fake_model(project) as oracle:
+        run(project, "git", "commit", "-qam", "test: the model is the local fake server")
+        first = run(project, "python", "-m", "dvc", "repro", **env)
+        yield SimpleNamespace(project=project, env=env, oracle=oracle, first=first)
+
+
+def client(pipeline):
+    from mlflow import MlflowClient
+
+    uri = pipeline.env["MLFLOW_TRACKING_URI"]
+    return MlflowClient(uri, registry_uri=uri)
+
+
+def cli(pipeline, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run(pipeline.project, "support-bot", *args, check=check, **pipeline.env)
+
+
+def golden_count(project: Path, prompt: str) -> int:
+    lines = (project / "eval/golden.jsonl").read_text().splitlines()
+    return sum(json.loads(line)["prompt"] == prompt for line in lines if line.strip())
+
+
+def test_repro_registers_a_candidate_with_its_run_prompts_and_lineage(pipeline):
+    project, mlflow = pipeline.project, client(pipeline)
+    assert pipeline.oracle.calls == golden_count(project, "classify_intent") + golden_count(
+        project, "extract_order"
+    ) + golden_count(project, "answer_policy")
+    record = json.loads((project / "models/version.json").read_text())
+    assert record["registry"]["version"] == "1" and record["registry"]["alias"] == "candidate"
+
+    version = mlflow.get_model_version_by_alias(NAME, "candidate")
+    assert str(version.version) == "1"
+    tags = version.tags
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True, check=True)
+    assert tags["git_sha"] == head.stdout.strip()
+    assert tags["data_sha256"] == json.loads((project / "data/processed/manifest.json").read_text())["sha256"]
+    assert re.fullmatch(r"[0-9a-f]{12}", tags["dvc.stage.preprocess"])
+    assert re.fullmatch(r"[0-9a-f]{12}", tags["dvc.stage.evaluate"])
+
+    run_ = mlflow.get_run(version.run_id)
+    metrics = json.loads((project / "eval/metrics.json").read_text())
+    assert run_.data.metrics["pass_rate"] == pytest.approx(metrics["pass_rate"]) and metrics["pass_rate"] >= 0.5
+    assert run_.data.params["prompt.classify_intent"] == record["prompts"]["classify_intent"]
+    assert run_.data.params["model.temperature"] == "0.0"
+    eval_artifacts = {Path(a.path).name for a in mlflow.list_artifacts(run_.info.run_id, "eval")}
+    assert eval_artifacts == {"metrics.json", "results.jsonl", "report.md"}
+    prompt_files = {Path(a.path).name for a in mlflow.list_artifacts(run_.info.run_id, "prompts")}
+    assert {"classify_intent.yaml", "extract_order.yaml", "answer_policy.yaml"} <= prompt_files
+    for prompt_id, content_hash in record["prompts"].items():
+        registered = mlflow.load_prompt(f"{NAME}.{prompt_id}", version=1)
+        assert registered.tags["content_hash"] == content_hash
+
+
+def test_second_repro_is_a_no_op_and_a_prompt_change_reruns_only_its_examples(pipeline):
+    project = pipeline.project
+    calls = pipeline.oracle.calls
+    # Byte-code that Python writes beside the sources is not a code change (.dvcignore).
+    (project / "src/support_bot/__pycache__").mkdir(exist_ok=True)
+    (project / "src/support_bot/__pycache__/registry.cpython-311.pyc").write_bytes(b"\0")
+    again = run(project, "python", "-m", "dvc", "repro", **pipeline.env)
+    assert "Data and pipelines are up to date." in again.stdout
+    assert pipeline.oracle.calls == calls
+    assert len(client(pipeline).search_model_versions(f"name='{NAME}'")) == 1
+
+    prompt = project / "prompts/classify_intent.yaml"
+    prompt.write_text(prompt.read_text().replace("Reply with JSON only.", "Reply with JSON only, nothing else."))
+    status = run(project, "python", "-m", "dvc", "status", **pipeline.env).stdout
+    assert "evaluate:" in status and "preprocess:" not in status
+    rerun = run(project, "python", "-m", "dvc", "repro", **pipeline.env)
+    assert "Stage 'preprocess' didn't change, skipping" in rerun.stdout
+    # The response cache answers every example of the unchanged prompts.
+    assert pipeline.oracle.calls == calls + golden_count(project, "classify_intent")
+    record = json.loads((project / "models/version.json").read_text())
+    assert record["registry"]["version"] == "2"
+    assert record["registry"]["prompt_registry_versions"] == {
+        "answer_policy": "1", "classify_intent": "2", "extract_order": "1",
+    }  # fmt: skip
+
+
+def test_promote_then_rollback_leaves_the_previous_champion(pipeline, tmp_path):
+    mlflow = client(pipeline)
+    # Nothing to roll back before any promotion: one line, exit 2.
+    refused = cli(pipeline, "rollback", check=False)
+    assert refused.returncode == 2 and "nothing to roll back" in refused.stderr
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+
+    # Champion = version 1, then a newer candidate, then back to 1.
+    mlflow.set_registered_model_alias(NAME, "candidate", "1")
+    assert "champion -> version 1 (was none)" in cli(pipeline, "promote").stdout
+    cli(pipeline, "register", "--out", str(tmp_path / "version.json"))  # a new candidate, no model calls
+    newest = json.loads((tmp_path / "version.json").read_text())["registry"]["version"]
+    assert int(newest) > 1
+    assert f"champion -> version {newest} (was 1)" in cli(pipeline, "promote").stdout
+    assert "already champion" in cli(pipeline, "promote", check=False).stderr
+    assert "champion -> version 1" in cli(pipeline, "rollback").stdout
+    assert str(mlflow.get_model_version_by_alias(NAME, "champion").version) == "1"
+
+    code = (
+        "import json, mlflow;"
+        f"m = mlflow.pyfunc.load_model('models:/{NAME}@champion');"
+        f"print(json.dumps(m.predict([{{'prompt': 'classify_intent', 'variables': {{'message': {QUESTION!r}}}}}])))"
+    )
+    calls = pipeline.oracle.calls
+    answers = json.loads(run(pipeline.project, "python", "-c", code, **pipeline.env).stdout.strip().splitlines()[-1])
+    assert answers[0]["data"] == {"intent": "order_status"}
+    assert pipeline.oracle.calls == calls + 1
+
+
+def test_plots_render_offline(pipeline, tmp_path):
+    project = pipeline.project
+    tags = json.loads((project / "eval/plots/tags.json").read_text())
+    assert {row["tag"] for row in tags} >= {"intent", "extract", "grounded"}
+    latency = json.loads((project / "eval/plots/latency.json").read_text())
+    assert len(latency) == sum(1 for line in (project / "eval/golden.jsonl").read_text().splitlines() if line.strip())
+    out = tmp_path / "plots"
+    run(project, "python", "-m", "dvc", "plots", "show", "--out", str(out), **pipeline.env)
+    html = (out / "index.html").read_text()
+    assert "Latency per call (ms)" in html and "Pass rate per golden-set tag" in html
+
+
+def test_registered_app_answers_on_the_embedded_model(pipeline):
+    """The one end-to-end run on the real model: the candidate, pointed at `embedded` at load time."""
+    code = (
+        "import json, mlflow;"
+        f"m = mlflow.pyfunc.load_model('models:/{NAME}@candidate', model_config={{'base_url': 'embedded'}});"
+        f"print(json.dumps(m.predict([{{'prompt': 'classify_intent', 'variables': {{'message': {QUESTION!r}}}}}])))"
+    )
+    calls = pipeline.oracle.calls
+    answers = json.loads(run(pipeline.project, "python", "-c", code, **pipeline.env).stdout.strip().splitlines()[-1])
+    assert answers[0]["text"].strip() and answers[0]["prompt"] == "classify_intent"
+    assert pipeline.oracle.calls == calls, "the fake server must not have answered"

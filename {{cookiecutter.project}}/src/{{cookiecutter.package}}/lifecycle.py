@@ -1,0 +1,38 @@
+"""`promote` and `rollback`: move the MLflow `champion` alias (one command each).
+
+    promote   champion -> the `candidate` version; the replaced champion is kept in a tag
+    rollback  champion -> the version it replaced (repeat to walk further back)
+
+Both refuse with one line and exit 2 when there is nothing to do (no candidate, the candidate is
+already champion, no earlier champion). The command is the last word of `prog` (`<project> promote`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import registry
+from . import settings as settings_mod
+
+ACTIONS = ("promote", "rollback")
+
+
+def main(argv: list[str] | None = None, prog: str = "promote") -> int:
+    action = prog.rsplit(" ", 1)[-1]
+    if action not in ACTIONS:
+        raise ValueError(f"lifecycle.main: prog must end with one of {ACTIONS}, got {prog!r}")
+    what = "move champion to the candidate version" if action == "promote" else "move champion back"
+    parser = argparse.ArgumentParser(prog=prog, description=f"MLflow registry: {what}.")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args(argv)
+    config = settings_mod.load(args.params)
+    name = config.registry.model_name
+    client = registry.connect(config.registry.resolved_tracking_uri())
+    if action == "promote":
+        new, previous = registry.promote(client, name)
+        print(f"{name}: champion -> version {new} (was {previous or 'none'})")
+    else:
+        new, left = registry.rollback(client, name)
+        print(f"{name}: champion -> version {new} (rolled back from {left})")
+    return 0

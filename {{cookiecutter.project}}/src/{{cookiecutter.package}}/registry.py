@@ -1,0 +1,336 @@
+"""MLflow: register an evaluated app version, move the `candidate`/`champion` aliases, record lineage.
+
+`import mlflow` costs ~3 s, so it happens inside the functions that talk to MLflow and nowhere
+else: the CLI, the gate and the eval never pay for it. A fresh sqlite store is created under a
+file lock (alembic migrations race and fail when several processes create one at once); an
+existing store takes concurrent writers.
+
+Lineage of a registered version, as tags on its run and on the model version: the git commit, a
+hash per dvc.lock stage entry, the eval set's sha256 (data/processed/manifest.json) and every
+prompt's content hash. The previous champion is a tag on the version that replaced it, so rollback
+is a walk back along that chain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+
+from . import PACKAGE
+from .errors import UserError
+from .prompts import Prompt
+from .settings import ModelSettings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+CANDIDATE = "candidate"
+CHAMPION = "champion"
+PREVIOUS_CHAMPION = "previous_champion"  # tag on a champion version: the version it replaced
+MODEL_ARTIFACT = "app"
+# Telemetry off; no progress bars in DVC's and CI's logs.
+QUIET_ENV = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+# The packages the logged app needs at load time, given explicitly: MLflow's inference of them
+# runs a subprocess that costs ~3 s per registration.
+REQUIREMENTS = ("mlflow", "requests", "pyyaml", "jsonschema")
+MODEL_CODE = (
+    f"import mlflow.models\n\nfrom {PACKAGE}.pyfunc_app import AppModel\n\nmlflow.models.set_model(AppModel())\n"
+)
+
+
+class RegistryError(UserError):
+    """A registry request that cannot be done (nothing to promote, nothing to roll back to...)."""
+
+
+@dataclass(frozen=True)
+class Registered:
+    model_name: str
+    version: str
+    run_id: str
+    prompt_versions: dict[str, str]  # prompt id -> MLflow prompt registry version
+
+
+# --- pure helpers -----------------------------------------------------------------------------
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI (relative to the cwd, as MLflow reads it), else None."""
+    prefix = "sqlite:///"
+    return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
+
+
+def redact(uri: str) -> str:
+    """The URI without a user or password (safe for version.json, logs and reports)."""
+    parts = urlsplit(uri)
+    if not parts.username and not parts.password:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def prompt_name(model_name: str, prompt_id: str) -> str:
+    """The prompt's name in MLflow's prompt registry: scoped by the project's model name."""
+    return f"{model_name}.{prompt_id}"
+
+
+def mlflow_template(prompt: Prompt) -> list[dict[str, str]]:
+    """Our `{name}` placeholders as MLflow's `{{name}}`; escaped `{{`/`}}` become literal braces."""
+    import string
+
+    messages = []
+    for message in prompt.messages:
+        text = ""
+        for literal, field, _, _ in string.Formatter().parse(message["content"]):
+            text += literal + (f"{{{{{field}}}}}" if field is not None else "")
+        messages.append({"role": message["role"], "content": text})
+    return messages
+
+
+def stage_hashes(lock_text: str, skip: tuple[str, ...] = ("register",)) -> dict[str, str]:
+    """A short hash of each dvc.lock stage entry (its cmd, deps, params and outs with their md5s).
+
+    The register stage's own entry is skipped: while it runs, that entry is the previous run's."""
+    data = yaml.safe_load(lock_text) or {}
+    hashes = {}
+    for stage, entry in sorted((data.get("stages") or {}).items()):
+        if stage in skip:
+            continue
+        canonical = json.dumps(entry, sort_keys=True, separators=(",", ":"), default=str)
+        hashes[stage] = hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    return hashes
+
+
+def numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The metrics MLflow can log: finite numbers (booleans and nulls are left out)."""
+    import math
+
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+
+
+def run_params(model: ModelSettings, prompt_versions: Mapping[str, str]) -> dict[str, str]:
+    """What defines the app version: the model, its sampling and each prompt's content hash."""
+    params = {
+        "model.name": model.name,
+        "model.endpoint": "embedded" if model.embedded else redact(model.base_url),
+        "model.temperature": str(model.temperature),
+        "model.seed": str(model.seed),
+        "model.max_tokens": str(model.max_tokens),
+    }
+    params.update({f"prompt.{pid}": version for pid, version in sorted(prompt_versions.items())})
+    return params
+
+
+def git_sha(cwd: Path | str = ".") -> str:
+    proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else "unknown"
+
+
+def lineage_tags(
+    *, git_commit: str, stages: Mapping[str, str], data_sha256: str, prompt_versions: Mapping[str, str]
+) -> dict[str, str]:
+    tags = {"git_sha": git_commit, "data_sha256": data_sha256}
+    tags.update({f"dvc.stage.{name}": digest for name, digest in stages.items()})
+    tags.update({f"prompt.{pid}": version for pid, version in sorted(prompt_versions.items())})
+    return tags
+
+
+# --- MLflow -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    # A separate lock file: sqlite's own POSIX locks on the database are dropped when any other
+    # descriptor of the same file is closed in the process, so the database itself is never locked here.
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Exclusive use of a sqlite store between processes (a no-op for a tracking server)."""
+    database = sqlite_path(uri)
+    if database is None:
+        yield
+        return
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(database.with_name(database.name + ".lock")):
+        yield
+
+
+def connect(uri: str) -> MlflowClient:
+    """A client on `uri` (also set as the process's tracking and registry URI), store initialised.
+
+    For a sqlite store, creating the tables (alembic migrations, 3-6 s) happens once, under a
+    lock beside the database; processes that wait then find the store ready."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    with store_lock(uri):
+        # Building the client builds the stores, which create (or check) the schema; the look-ups
+        # make sure of it and fail early, with the URI named, when the store cannot be reached.
+        try:
+            client = MlflowClient(uri, registry_uri=uri)
+            client.search_experiments(max_results=1)
+            client.search_registered_models(max_results=1)
+        except MlflowException as exc:
+            raise RegistryError(f"MLflow store {redact(uri)}: {str(exc).splitlines()[0]}") from None
+    return client
+
+
+def register_prompts(
+    client: MlflowClient, model_name: str, prompts: Mapping[str, Prompt], model: ModelSettings
+) -> dict[str, str]:
+    """Each prompt in MLflow's prompt registry; a new prompt version only for content not seen before.
+
+    Returns prompt id -> registry version. The content hash is a tag on each prompt version, so an
+    unchanged (or reverted) prompt reuses its version instead of being registered again."""
+    versions = {}
+    for pid, prompt in sorted(prompts.items()):
+        name = prompt_name(model_name, pid)
+        known = _prompt_versions_by_hash(client, name)
+        if prompt.version in known:
+            versions[pid] = known[prompt.version]
+            continue
+        # The client's method, not mlflow.genai's: importing mlflow.genai costs ~1 s more.
+        created = client.register_prompt(
+            name=name,
+            template=mlflow_template(prompt),
+            commit_message=f"content hash {prompt.version}",
+            tags={"content_hash": prompt.version, "source": prompt.source},
+            response_format=dict(prompt.output_schema) if prompt.output_schema else None,
+            model_config={"model_name": model.name, "temperature": model.temperature, "max_tokens": model.max_tokens},
+        )
+        versions[pid] = str(created.version)
+    return versions
+
+
+def _prompt_versions_by_hash(client: MlflowClient, name: str) -> dict[str, str]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client.search_prompt_versions(name, max_results=1000)
+    except MlflowException:
+        return {}  # no such prompt yet
+    return {v.tags["content_hash"]: str(v.version) for v in found if "content_hash" in (v.tags or {})}
+
+
+def register(
+    *,
+    uri: str,
+    model_name: str,
+    model: ModelSettings,
+    prompts: Mapping[str, Prompt],
+    prompts_dir: Path,
+    metrics: Mapping[str, Any],
+    artifacts: list[Path],
+    tags: Mapping[str, str],
+) -> Registered:
+    """One MLflow run for the app version, its prompts, and a model version aliased `candidate`.
+
+    The caller has already checked the absolute thresholds: this only records."""
+    client = connect(uri)
+    import mlflow
+
+    from .pyfunc_app import requirements
+
+    # Look-ups-then-creates: two registers at once must not both add the same prompt or experiment.
+    with store_lock(uri):
+        prompt_versions = register_prompts(client, model_name, prompts, model)
+        mlflow.set_experiment(model_name)
+    content_hashes = {pid: p.version for pid, p in prompts.items()}
+    with mlflow.start_run(run_name=f"register {tags.get('git_sha', '')[:12]}") as run:
+        mlflow.log_params(run_params(model, content_hashes))
+        mlflow.log_metrics(numeric_metrics(metrics))
+        mlflow.set_tags(dict(tags))
+        for path in artifacts:
+            if path.is_file():
+                mlflow.log_artifact(str(path), artifact_path="eval")
+        mlflow.log_artifacts(str(prompts_dir), artifact_path="prompts")
+        with tempfile.TemporaryDirectory() as tmp:
+            # "Models from code": the model is this two-line file, not a pickle of our objects.
+            code = Path(tmp) / "app_model.py"
+            code.write_text(MODEL_CODE)
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_ARTIFACT,
+                python_model=str(code),
+                artifacts={"prompts": str(prompts_dir)},
+                model_config=asdict(model),
+                pip_requirements=requirements(REQUIREMENTS),
+                registered_model_name=model_name,
+            )
+    version = str(info.registered_model_version)
+    for key, value in {**tags, "run_id": run.info.run_id}.items():
+        client.set_model_version_tag(model_name, version, key, value)
+    for pid, prompt_version in prompt_versions.items():
+        client.set_model_version_tag(model_name, version, f"prompt_registry.{pid}", prompt_version)
+    client.set_registered_model_alias(model_name, CANDIDATE, version)
+    return Registered(model_name, version, run.info.run_id, prompt_versions)
+
+
+def _by_alias(client: MlflowClient, model_name: str, alias: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        return None  # no such alias (or no such registered model)
+
+
+def promote(client: MlflowClient, model_name: str) -> tuple[str, str | None]:
+    """Move `champion` to the `candidate` version; returns (new champion, previous champion)."""
+    candidate = _by_alias(client, model_name, CANDIDATE)
+    if candidate is None:
+        raise RegistryError(f"nothing to promote: {model_name} has no version aliased {CANDIDATE!r} (run `dvc repro`)")
+    champion = _by_alias(client, model_name, CHAMPION)
+    if champion is not None and str(champion.version) == str(candidate.version):
+        raise RegistryError(f"nothing to promote: version {candidate.version} of {model_name} is already {CHAMPION}")
+    new = str(candidate.version)  # an int from a sqlite store, a str from a server
+    previous = str(champion.version) if champion is not None else None
+    if previous is not None:
+        client.set_model_version_tag(model_name, new, PREVIOUS_CHAMPION, previous)
+    client.set_registered_model_alias(model_name, CHAMPION, new)
+    return new, previous
+
+
+def rollback(client: MlflowClient, model_name: str) -> tuple[str, str]:
+    """Move `champion` back to the version it replaced; returns (new champion, version left)."""
+    champion = _by_alias(client, model_name, CHAMPION)
+    if champion is None:
+        raise RegistryError(f"nothing to roll back: {model_name} has no {CHAMPION!r} version")
+    previous = champion.tags.get(PREVIOUS_CHAMPION)
+    if not previous:
+        raise RegistryError(
+            f"nothing to roll back to: {CHAMPION} version {champion.version} of {model_name} replaced no earlier champion"
+        )
+    client.set_registered_model_alias(model_name, CHAMPION, str(previous))
+    return str(previous), str(champion.version)
