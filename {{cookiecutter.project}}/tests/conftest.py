@@ -20,7 +20,7 @@ def project(tmp_path: Path) -> Path:
     """A scratch copy of the project's data files (params, prompts, golden set) to break at will."""
     import shutil
 
-    for name in ("params.yaml", "prompts", "eval/golden.jsonl"):
+    for name in ("params.yaml", "prompts", "eval/golden.jsonl", "data/policies.yaml"):
         src = ROOT / name
         dst = tmp_path / name
         dst.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ import requests
 
 from fake_model import FakeModel, write_version
 from live_server import in_process, metric, wait_for
+from pipeline_outputs import register, write_eval_outputs
 from {{ cookiecutter.package }}.canary import TrackStats, decide, quantile, stats_from_metrics
 from {{ cookiecutter.package }}.cli import main
 from {{ cookiecutter.package }}.observability import Metrics
@@ -246,8 +247,14 @@ def test_rollback_prints_then_applies_the_steps(kubectl, capsys):
     assert calls[1] == "-n llm-app scale deployment/llm-app-canary --replicas=0"
 
 
-def test_promote_moves_the_alias_then_ships_the_canary_image(kubectl, capsys):
+def test_promote_moves_the_alias_then_ships_the_canary_image(project, kubectl, capsys):
+    from mlflow import MlflowClient
+
+    write_eval_outputs(project)
+    name = register(project)["registry"]["model_name"]
+    capsys.readouterr()
     assert main(["canary", "promote", "--apply"]) == 0
+    assert str(MlflowClient().get_model_version_by_alias(name, "champion").version) == "1"
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("0. ") and " promote " in out.splitlines()[0]  # the registry step
     calls = kubectl.read_text().splitlines()
@@ -256,6 +263,12 @@ def test_promote_moves_the_alias_then_ships_the_canary_image(kubectl, capsys):
     assert calls[2] == "-n llm-app rollout restart deployment/llm-app-stable"
     assert calls[3].startswith("-n llm-app rollout status deployment/llm-app-stable")
     assert "patch httproute" in calls[4]
+
+
+def test_promote_without_a_candidate_changes_nothing_in_the_cluster(project, kubectl, capsys):
+    assert main(["canary", "promote", "--apply"]) == 2
+    assert "nothing to promote" in capsys.readouterr().err
+    assert not kubectl.exists(), "no kubectl step may run when the registry refuses"
 
 
 def test_a_failing_step_stops_the_plan(kubectl, monkeypatch, capsys):

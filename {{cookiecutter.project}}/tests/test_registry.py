@@ -1,4 +1,3 @@
-import json
 import os
 import re
 from pathlib import Path
@@ -6,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from fake_llm import serve
-from {{ cookiecutter.package }} import lifecycle, registry
+from pipeline_outputs import register, write_eval_outputs
+from {{ cookiecutter.package }} import lifecycle, registry, versions
 from {{ cookiecutter.package }}.prompts import load_all
 from {{ cookiecutter.package }}.stages import plots
 from {{ cookiecutter.package }}.stages import register as register_stage
@@ -57,26 +57,6 @@ def test_plot_rows_skip_errors_and_group_tags():
         {"tag": "x", "pass_rate": 0.5, "calls": 2},
         {"tag": "y", "pass_rate": 1.0, "calls": 1},
     ]
-
-
-def write_eval_outputs(root: Path, pass_rate: float = 0.9) -> None:
-    """What `evaluate` and `preprocess` leave for `register` (written here: no model needed)."""
-    (root / "eval").mkdir(exist_ok=True)
-    metrics = {"examples": 2, "calls": 2, "pass_rate": pass_rate, "error_rate": 0.0, "json_schema_rate": 1.0}
-    metrics |= {"latency_p95_ms": 12.5, "cost_usd": 0.0}
-    (root / "eval/metrics.json").write_text(json.dumps(metrics))
-    (root / "eval/results.jsonl").write_text('{"id": "intent-01", "passed": true}\n')
-    (root / "eval/report.md").write_text("# Eval report\n")
-    (root / "data/processed").mkdir(parents=True, exist_ok=True)
-    (root / "data/processed/manifest.json").write_text(json.dumps({"examples": 2, "sha256": "ab" * 32}))
-
-
-def register(root: Path) -> dict:
-    args = ["--params", "params.yaml", "--metrics", "eval/metrics.json", "--results", "eval/results.jsonl"]
-    args += ["--report", "eval/report.md", "--prompts", "prompts", "--manifest", "data/processed/manifest.json"]
-    args += ["--lock", "dvc.lock", "--out", "models/version.json"]
-    assert register_stage.main(args) == 0
-    return json.loads((root / "models/version.json").read_text())
 
 
 @pytest.fixture
@@ -142,6 +122,12 @@ def test_register_promote_rollback_and_the_champion_answers(project, fake_model)
     assert str(champion.version) == "2" and champion.tags["previous_champion"] == "1"
     assert lifecycle.main([], prog="x rollback") == 0
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+
+    # What the server serves from the registry (APP_VERSION_SOURCE=registry) is that version.
+    served = versions.load("champion", versions.REGISTRY_SOURCE)
+    assert served.id == "1"
+    assert served.prompts["classify_intent"].version == first["prompts"]["classify_intent"]
+    assert served.policies == versions.load_policies(project / "data/policies.yaml")
 
     # The champion answers with the prompts it was registered with, not the working tree's.
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")

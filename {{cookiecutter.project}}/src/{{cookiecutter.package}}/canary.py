@@ -12,8 +12,8 @@ or a Prometheus server (`--prometheus URL`, the pods' `track` label, a time wind
 
 `deploy|promote|rollback` print the kubectl steps (namespace `llm-app`, see k8s/README.md); with
 `--apply` they run them and stop at the first failure. `promote` first moves the registry alias
-(candidate -> champion) through the project's `promote` command when the project has one — the seam
-where the MLflow registry plugs in; until then that step is reported as skipped.
+(candidate -> champion) with the project's `promote` command; if that fails, nothing in the cluster
+changes.
 """
 
 from __future__ import annotations
@@ -316,13 +316,10 @@ def run_steps(steps: Sequence[Step], apply: bool) -> int:
 
 
 def move_alias(action: str, apply: bool) -> int:
-    """The registry seam: `<project> promote` moves candidate -> champion when the project has it."""
-    from .cli import COMMANDS
+    """Step 0 of a promotion: `<project> promote` moves the MLflow alias candidate -> champion, so
+    the registry and the cluster never disagree about what is live."""
     from .cli import main as cli_main
 
-    if action not in COMMANDS:
-        print(f"0. {PROJECT} {action}    # registry alias: skipped, this project has no `{action}` command yet")
-        return 0
     print(f"0. {PROJECT} {action}    # move the registry alias")
     return cli_main([action]) if apply else 0
 

@@ -40,6 +40,7 @@ CANDIDATE = "candidate"
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous_champion"  # tag on a champion version: the version it replaced
 MODEL_ARTIFACT = "app"
+APP_ARTIFACT = "app_version"  # run artifacts: params.yaml, prompts/, data/policies.yaml (what is served)
 # Telemetry off; no progress bars in DVC's and CI's logs.
 QUIET_ENV = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -254,6 +255,7 @@ def register(
     metrics: Mapping[str, Any],
     artifacts: list[Path],
     tags: Mapping[str, str],
+    app_files: Mapping[str, Path] | None = None,
 ) -> Registered:
     """One MLflow run for the app version, its prompts, and a model version aliased `candidate`.
 
@@ -276,6 +278,12 @@ def register(
             if path.is_file():
                 mlflow.log_artifact(str(path), artifact_path="eval")
         mlflow.log_artifacts(str(prompts_dir), artifact_path="prompts")
+        # The served app version (versions.py reads it back through fetch_app_version): the
+        # prompts, params and policies as one directory, exactly as a local version directory.
+        mlflow.log_artifacts(str(prompts_dir), artifact_path=f"{APP_ARTIFACT}/prompts")
+        for rel, path in (app_files or {}).items():
+            parent = str(Path(APP_ARTIFACT, rel).parent)
+            mlflow.log_artifact(str(path), artifact_path=parent)
         with tempfile.TemporaryDirectory() as tmp:
             # "Models from code": the model is this two-line file, not a pickle of our objects.
             code = Path(tmp) / "app_model.py"
@@ -334,3 +342,31 @@ def rollback(client: MlflowClient, model_name: str) -> tuple[str, str]:
         )
     client.set_registered_model_alias(model_name, CHAMPION, str(previous))
     return str(previous), str(champion.version)
+
+
+def fetch_app_version(alias: str, dest: Path) -> str:
+    """Write the app version under `alias` (params.yaml, prompts/, data/policies.yaml) into `dest`
+    and return its registered version: the registry side of versions.load(alias, "registry").
+
+    The tracking URI comes from MLFLOW_TRACKING_URI (as in the k8s Secret); the registered model
+    name from APP_MODEL_NAME, else this project's name."""
+    import shutil
+
+    from . import PROJECT
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise RegistryError("APP_VERSION_SOURCE=registry needs MLFLOW_TRACKING_URI")
+    model_name = os.environ.get("APP_MODEL_NAME", PROJECT)
+    client = connect(uri)
+    version = _by_alias(client, model_name, alias)
+    if version is None:
+        raise RegistryError(
+            f"MLflow registry: {model_name} has no version aliased {alias!r} (run `dvc repro`, then `promote`)"
+        )
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path=APP_ARTIFACT, dst_path=tmp)
+        shutil.copytree(local, dest, dirs_exist_ok=True)
+    return str(version.version)

@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None, prog: str = "register") -> int:
     parser.add_argument("--results", type=Path, default=Path("eval/results.jsonl"))
     parser.add_argument("--report", type=Path, default=Path("eval/report.md"))
     parser.add_argument("--prompts", type=Path, default=Path("prompts"))
+    parser.add_argument("--policies", type=Path, default=Path("data/policies.yaml"), help="served with the prompts")
     parser.add_argument("--manifest", type=Path, default=Path("data/processed/manifest.json"))
     parser.add_argument("--lock", type=Path, default=Path("dvc.lock"), help="lineage: a hash per stage")
     parser.add_argument("--out", type=Path, default=Path("models/version.json"))
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None, prog: str = "register") -> int:
     registered = registry.register(
         uri=uri, model_name=config.registry.model_name, model=config.model, prompts=prompts,
         prompts_dir=args.prompts, metrics=metrics, artifacts=[args.metrics, args.results, args.report], tags=tags,
+        app_files={"params.yaml": args.params, "data/policies.yaml": args.policies},
     )  # fmt: skip
     record["registry"] = {
         "tracking_uri": registry.redact(uri),
