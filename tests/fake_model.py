@@ -10,6 +10,7 @@ which is how "remove the labels from classify_intent" turns into real pass -> fa
 from __future__ import annotations
 
 import json
+import re
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,9 +37,17 @@ def golden_table(golden: Path, wrong: dict[str, str] | None = None) -> dict[str,
             table[inputs["message"]] = Entry(answer, needs=f"{label}:")
         elif example["prompt"] == "extract_order":
             table[inputs["message"]] = Entry(wrong.get(example["id"]) or json.dumps(example["expected"]))
-        else:  # answer_policy: quoting the policy is grounded and holds every fact asked for
-            table[inputs["question"]] = Entry(wrong.get(example["id"]) or json.dumps({"answer": inputs["policy"]}))
+        else:  # answer_policy: quoting the policy sentence that holds the facts asked for is grounded
+            answer = json.dumps({"answer": quote(inputs["policy"], example.get("contains", []))})
+            table[inputs["question"]] = Entry(wrong.get(example["id"]) or answer)
     return table
+
+
+def quote(policy: str, facts: list[str], limit: int = 160) -> str:
+    """The first policy sentence holding every fact, within the answer schema's length limit."""
+    sentences = [part.strip() for part in re.split(r"(?<=[.;])\s+", policy) if part.strip()]
+    best = next((x for x in sentences if all(f.casefold() in x.casefold() for f in facts)), sentences[0])
+    return best[:limit]
 
 
 class FakeModel:

@@ -10,10 +10,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-
 from fake_model import FakeModel, write_version
 from live_server import in_process, metric, wait_for
 from pipeline_outputs import register, write_eval_outputs
+
 from {{ cookiecutter.package }}.canary import TrackStats, decide, quantile, stats_from_metrics
 from {{ cookiecutter.package }}.cli import main
 from {{ cookiecutter.package }}.observability import Metrics

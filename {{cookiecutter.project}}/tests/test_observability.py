@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from fake_model import FakeModel, write_version
 from live_server import in_thread
+
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.observability import JsonFormatter, Redactor, Tracing, configure_logging
 from {{ cookiecutter.package }}.server import create_app, open_service

@@ -3,9 +3,9 @@ import re
 from pathlib import Path
 
 import pytest
-
 from fake_llm import serve
 from pipeline_outputs import register, write_eval_outputs
+
 from {{ cookiecutter.package }} import lifecycle, registry, versions
 from {{ cookiecutter.package }}.prompts import load_all
 from {{ cookiecutter.package }}.stages import plots

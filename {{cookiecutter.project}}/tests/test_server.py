@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from fake_model import FakeModel, write_version
 from live_server import in_thread, metric, wait_for
+
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.server import create_app, open_service
 from {{ cookiecutter.package }}.versions import from_directory, load
