@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
         work = tmp / "work"
-        with FakeModel(args.latency_ms / 1000) as server:
+        with FakeModel(latency_s=args.latency_ms / 1000) as server:
             write_inputs(work, args.n, server.base_url, args.concurrency)
             start = min(timed([python, "-c", "pass"], work, env) for _ in range(5))
             limit = math.ceil(args.n / args.concurrency) * args.latency_ms / 1000 + start

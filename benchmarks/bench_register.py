@@ -1,6 +1,6 @@
 """How long the `register` stage takes: on a fresh sqlite store and on an existing one (target < 6 s).
 
-Bakes the default project, evaluates it on the fake model (tests/fake_llm.py, so no model time is
+Bakes the default project, evaluates it on the fake model (its testing.fake_model, so no model time is
 counted), then times `support-bot register` as DVC runs it: a new process each time. Printed next
 to the floor every MLflow command pays, `python -c "import mlflow"`, and a bare interpreter start.
 Wall time depends on what else the machine runs, so CPU time (user+sys of the child) is printed too.
@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.baked import fake_model, fast_env, private_project
+from tests.baked import fake_model, local_store, private_project
 from tests.bakery import project_env
 
 TARGET_S = 6.0
@@ -52,7 +52,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-register-") as tmp:
         work = Path(tmp)
         project = private_project(work / "bake")
-        env = project_env(project, **fast_env(project, work / "pycache"))
+        env = project_env(project, **local_store(project))
         with fake_model(project):
             subprocess.run(["python", "-m", "dvc", "repro", "evaluate"], cwd=project, env=env, check=True,
                            capture_output=True)  # fmt: skip

@@ -105,11 +105,13 @@ def main() -> int:
             link_venv(project)
         project = project.resolve()
         sys.path.insert(0, str(project / "tests"))
-        from fake_model import FakeModel, write_version
-        from live_server import in_process
+        from live_server import in_process, write_version
+
+        from tests.baked import fake_model_module
 
         package = project.name.replace("-", "_")
-        model = FakeModel(latency_s=args.model_latency_ms / 1000)
+        fake = fake_model_module(project)
+        model = fake.FakeModel(fake.support_answers(), latency_s=args.model_latency_ms / 1000)
         model.start()
         source = write_version(project, Path(tmp) / "version", model.base_url)
         floor_ms = 3 * args.model_latency_ms

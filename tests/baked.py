@@ -13,9 +13,11 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import requests
@@ -29,13 +31,9 @@ def private_project(output_dir: Path, **answers: str) -> Path:
     return project
 
 
-def fast_env(project: Path, pycache: Path, **extra: str) -> dict[str, str]:
-    """Extra env for `run`: a byte-code cache (so each `python -m <pkg>` does not recompile mlflow
-    when the machine sets PYTHONDONTWRITEBYTECODE) and the MLflow store in the project's tmp dir."""
-    env = {"PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": str(pycache)}
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{project / 'mlflow.db'}"
-    env.update(extra)
-    return env
+def local_store(project: Path) -> dict[str, str]:
+    """Env for `run`: the MLflow store is a sqlite file in the project's tmp dir, never the user's."""
+    return {"MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
 
 
 def set_param(project: Path, key: str, value: str) -> None:
@@ -46,16 +44,28 @@ def set_param(project: Path, key: str, value: str) -> None:
     params.write_text(text)
 
 
+def fake_model_module(project: Path) -> ModuleType:
+    """The baked project's `src/<pkg>/testing/fake_model.py`, loaded by path: these tests run
+    outside the baked venv, and bakes of one package name would collide in `sys.modules`."""
+    path = next((project / "src").glob("*/testing/fake_model.py"))
+    name = f"_fake_model_{abs(hash(str(path)))}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while building a class
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 @contextlib.contextmanager
-def fake_model(project: Path) -> Iterator[Any]:
-    """The baked project's own fake OpenAI-compatible server (tests/fake_llm.py), params pointed at it."""
-    spec = importlib.util.spec_from_file_location(f"fake_llm_{id(project)}", project / "tests" / "fake_llm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    with module.serve(project / "eval" / "golden.jsonl") as (url, oracle):
-        set_param(project, "base_url", url)
+def fake_model(project: Path, **golden: Any) -> Iterator[Any]:
+    """The project's fake model answering from its golden set (`golden`: options of `golden_answers`),
+    running meanwhile, with params.yaml pointed at it; yields the `FakeModel` (its `calls()`)."""
+    fake = fake_model_module(project)
+    with fake.FakeModel(fake.golden_answers(project / "eval" / "golden.jsonl", **golden)) as model:
+        set_param(project, "base_url", model.base_url)
         set_param(project, "api_key_env", '""')
-        yield oracle
+        yield model
 
 
 def free_port() -> int:

@@ -15,10 +15,13 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1"}
+# Byte-code of the shared venv and of baked packages, outside every project (DVC and git never see it).
+PYCACHE = Path(tempfile.gettempdir()) / f"cookiecutter-llmops-pycache-{os.getuid()}"
 
 
 def bake(output_dir: Path, **answers: str) -> Path:
@@ -53,6 +56,10 @@ def project_env(project: Path, **extra: str) -> dict[str, str]:
     """The environment a developer of the baked project has after `make setup` (venv first on PATH)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "VIRTUAL_ENV"))}
     env["PATH"] = f"{project / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    if env.pop("PYTHONDONTWRITEBYTECODE", None):
+        # Without byte-code every `python -m <pkg>` recompiles what it imports (mlflow alone takes
+        # seconds); a cache prefix keeps the speed without writing .pyc files into the project.
+        env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
     env.update(QUIET_ENV)
     env.update(extra)
     return env

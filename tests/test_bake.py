@@ -39,7 +39,7 @@ DEFAULT_FILES = {
         "stages/__init__.py", "stages/evaluate.py", "stages/preprocess.py", "stages/register.py",
         "testing/__init__.py", "testing/fake_model.py",
     )),
-    "tests/conftest.py", "tests/fake_llm.py", "tests/fake_model.py", "tests/live_server.py", "tests/test_canary.py",
+    "tests/conftest.py", "tests/live_server.py", "tests/test_canary.py",
     "tests/test_cli.py", "tests/test_client.py", "tests/test_container.py", "tests/test_evaluate.py",
     "tests/test_gate.py", "tests/test_golden.py", "tests/test_local_model.py", "tests/test_observability.py",
     "tests/pipeline_outputs.py", "tests/test_prompts.py", "tests/test_registry.py", "tests/test_runner.py", "tests/test_scorers.py",

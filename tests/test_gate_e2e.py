@@ -2,8 +2,8 @@
 
 main holds a baseline (`dvc repro` committed: metrics, per-example results, dvc.lock). Branches:
 `worse` drops the intent labels from classify_intent (a clearly worse prompt), `readme` only edits
-the README. The model is `FakeModel` on 127.0.0.1 (params `model.base_url`), which knows an intent
-only while the prompt names it: the worse prompt produces real pass -> fail flips, deterministically
+the README. The model is the project's fake model on 127.0.0.1 (params `model.base_url`) answering from the
+golden set; it knows an intent only while the prompt names it: the worse prompt produces real pass -> fail flips, deterministically
 and in milliseconds. The last test runs the CI workflow's own `run:` steps in a fresh clone.
 """
 
@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.baked import fake_model
 from tests.bakery import link_venv, project_env
 from tests.conftest import run
-from tests.fake_model import FakeModel, golden_table
 
 ANSWERS = {"project": "gate-demo"}  # a bake of its own: these tests commit and branch in it
 GIT = ["git", "-c", "user.name=gate test", "-c", "user.email=gate@test.invalid"]
@@ -47,12 +47,9 @@ def drop_labels(prompt: Path) -> None:
 def repo(ready, tmp_path_factory) -> Path:
     """The baked repo: baseline on main; branches `worse`, `readme`, `corrupt-base`."""
     project = ready(**ANSWERS)
-    model = FakeModel(golden_table(project / "eval" / "golden.jsonl", BASELINE_MISTAKES))
-    with model as url, pytest.MonkeyPatch.context() as env:
+    with fake_model(project, wrong=BASELINE_MISTAKES, needs_label=True), pytest.MonkeyPatch.context() as env:
         # `register` may log to MLflow: never into the user's store.
         env.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
-        params = project / "params.yaml"
-        params.write_text(re.sub(r"(?m)^  base_url: .*$", f"  base_url: {url}", params.read_text()))
         yield build_branches(project)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.baked import fake_model, fast_env, free_port, private_project, server
+from tests.baked import fake_model, free_port, local_store, private_project, server
 from tests.bakery import project_env
 from tests.conftest import run
 
@@ -28,13 +28,13 @@ def test_server_tracking_registers_promotes_and_serves_the_champion(tmp_path):
         (project / "params.yaml").read_text().replace("http://127.0.0.1:5000", f"http://127.0.0.1:{port}")
     )
     # No MLFLOW_TRACKING_URI: params.yaml's URL is the one used.
-    env = fast_env(project, tmp_path / "pycache", MLFLOW_TRACKING_URI="")
+    env = {"MLFLOW_TRACKING_URI": ""}
     store = tmp_path / "server"
     store.mkdir()
     cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination", str(store / "art")]
     cmd += ["--workers", "1"]
-    with server(cmd, f"http://127.0.0.1:{port}/health", cwd=store, project=project), fake_model(project) as oracle:
+    with server(cmd, f"http://127.0.0.1:{port}/health", cwd=store, project=project), fake_model(project) as model:
         run(project, "python", "-m", "dvc", "repro", **env)
         run(project, "support-bot", "promote", **env)
         assert not (project / "mlflow.db").exists(), "registered locally instead of on the server"
@@ -57,17 +57,17 @@ def test_server_tracking_registers_promotes_and_serves_the_champion(tmp_path):
             "print(json.dumps(m.predict([{'prompt': 'extract_order', 'variables': "
             "{'message': 'Where is BH-31007?'}}])))"
         )
-        calls = oracle.calls
+        calls = model.calls()
         out = run(project, "python", "-c", code, **{**env, "MLFLOW_TRACKING_URI": uri}).stdout
         assert json.loads(out.strip().splitlines()[-1])[0]["data"] == {"order_id": "BH-31007", "email": None}
-        assert oracle.calls == calls + 1
+        assert model.calls() == calls + 1
 
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
     """A default bake with the eval outputs `register` reads (evaluated on the fake model)."""
     project = private_project(tmp_path_factory.mktemp("concurrent"))
-    env = fast_env(project, tmp_path_factory.mktemp("pycache"))
+    env = local_store(project)
     with fake_model(project):
         run(project, "python", "-m", "dvc", "repro", "evaluate", **env)
     return project, env

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.baked import fake_model, fast_env, private_project
+from tests.baked import fake_model, local_store, private_project
 from tests.conftest import run
 
 pytestmark = pytest.mark.slow
@@ -27,11 +27,11 @@ QUESTION = "Where is my order? I placed it last Tuesday."
 def pipeline(tmp_path_factory):
     """A default bake after one `dvc repro` on the fake model (the server stays up for the module)."""
     project = private_project(tmp_path_factory.mktemp("pipeline"))
-    env = fast_env(project, tmp_path_factory.mktemp("pycache"))
-    with fake_model(project) as oracle:
+    env = local_store(project)
+    with fake_model(project) as model:
         run(project, "git", "commit", "-qam", "test: the model is the local fake server")
         first = run(project, "python", "-m", "dvc", "repro", **env)
-        yield SimpleNamespace(project=project, env=env, oracle=oracle, first=first)
+        yield SimpleNamespace(project=project, env=env, model=model, first=first)
 
 
 def client(pipeline):
@@ -52,7 +52,7 @@ def golden_count(project: Path, prompt: str) -> int:
 
 def test_repro_registers_a_candidate_with_its_run_prompts_and_lineage(pipeline):
     project, mlflow = pipeline.project, client(pipeline)
-    assert pipeline.oracle.calls == golden_count(project, "classify_intent") + golden_count(
+    assert pipeline.model.calls() == golden_count(project, "classify_intent") + golden_count(
         project, "extract_order"
     ) + golden_count(project, "answer_policy")
     record = json.loads((project / "models/version.json").read_text())
@@ -83,13 +83,13 @@ def test_repro_registers_a_candidate_with_its_run_prompts_and_lineage(pipeline):
 
 def test_second_repro_is_a_no_op_and_a_prompt_change_reruns_only_its_examples(pipeline):
     project = pipeline.project
-    calls = pipeline.oracle.calls
+    calls = pipeline.model.calls()
     # Byte-code that Python writes beside the sources is not a code change (.dvcignore).
     (project / "src/support_bot/__pycache__").mkdir(exist_ok=True)
     (project / "src/support_bot/__pycache__/registry.cpython-311.pyc").write_bytes(b"\0")
     again = run(project, "python", "-m", "dvc", "repro", **pipeline.env)
     assert "Data and pipelines are up to date." in again.stdout
-    assert pipeline.oracle.calls == calls
+    assert pipeline.model.calls() == calls
     assert len(client(pipeline).search_model_versions(f"name='{NAME}'")) == 1
 
     prompt = project / "prompts/classify_intent.yaml"
@@ -99,7 +99,7 @@ def test_second_repro_is_a_no_op_and_a_prompt_change_reruns_only_its_examples(pi
     rerun = run(project, "python", "-m", "dvc", "repro", **pipeline.env)
     assert "Stage 'preprocess' didn't change, skipping" in rerun.stdout
     # The response cache answers every example of the unchanged prompts.
-    assert pipeline.oracle.calls == calls + golden_count(project, "classify_intent")
+    assert pipeline.model.calls() == calls + golden_count(project, "classify_intent")
     record = json.loads((project / "models/version.json").read_text())
     assert record["registry"]["version"] == "2"
     assert record["registry"]["prompt_registry_versions"] == {
@@ -130,10 +130,10 @@ def test_promote_then_rollback_leaves_the_previous_champion(pipeline, tmp_path):
         f"m = mlflow.pyfunc.load_model('models:/{NAME}@champion');"
         f"print(json.dumps(m.predict([{{'prompt': 'classify_intent', 'variables': {{'message': {QUESTION!r}}}}}])))"
     )
-    calls = pipeline.oracle.calls
+    calls = pipeline.model.calls()
     answers = json.loads(run(pipeline.project, "python", "-c", code, **pipeline.env).stdout.strip().splitlines()[-1])
     assert answers[0]["data"] == {"intent": "order_status"}
-    assert pipeline.oracle.calls == calls + 1
+    assert pipeline.model.calls() == calls + 1
 
 
 def test_plots_render_offline(pipeline, tmp_path):
@@ -155,7 +155,7 @@ def test_registered_app_answers_on_the_embedded_model(pipeline):
         f"m = mlflow.pyfunc.load_model('models:/{NAME}@candidate', model_config={{'base_url': 'embedded'}});"
         f"print(json.dumps(m.predict([{{'prompt': 'classify_intent', 'variables': {{'message': {QUESTION!r}}}}}])))"
     )
-    calls = pipeline.oracle.calls
+    calls = pipeline.model.calls()
     answers = json.loads(run(pipeline.project, "python", "-c", code, **pipeline.env).stdout.strip().splitlines()[-1])
     assert answers[0]["text"].strip() and answers[0]["prompt"] == "classify_intent"
-    assert pipeline.oracle.calls == calls, "the fake server must not have answered"
+    assert pipeline.model.calls() == calls, "the fake server must not have answered"

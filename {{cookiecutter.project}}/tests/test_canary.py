@@ -10,14 +10,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from fake_model import FakeModel, write_version
-from live_server import in_process, metric, wait_for
+from live_server import in_process, metric, wait_for, write_version
 from pipeline_outputs import register, write_eval_outputs
 
 from {{ cookiecutter.package }}.canary import TrackStats, decide, quantile, stats_from_metrics
 from {{ cookiecutter.package }}.cli import main
 from {{ cookiecutter.package }}.observability import Metrics
 from {{ cookiecutter.package }}.settings import CanarySettings
+from {{ cookiecutter.package }}.testing.fake_model import FakeModel, support_answers
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "{{ cookiecutter.package }}"
@@ -87,7 +87,7 @@ def test_decide(canary, verdict, failing):
 @pytest.fixture(scope="module")
 def stable(tmp_path_factory):
     """The stable track: a server process on the champion, whose model behaves."""
-    model = FakeModel()
+    model = FakeModel(support_answers())
     model.start()
     root = tmp_path_factory.mktemp("stable")
     source = write_version(ROOT, root / "champion", model.base_url, canary=THRESHOLDS)
@@ -111,10 +111,10 @@ def _traffic(url: str) -> None:
 @pytest.mark.parametrize(
     ("model", "verdict", "signal"),
     [
-        (FakeModel(error_every=3), "rollback", "error_rate"),
-        (FakeModel(latency_s=0.2), "rollback", "latency_p95"),
-        (FakeModel(intent="other"), "rollback", "shadow_agreement"),
-        (FakeModel(), "promote", None),
+        (FakeModel(support_answers(), error_every=3), "rollback", "error_rate"),
+        (FakeModel(support_answers(), latency_s=0.2), "rollback", "latency_p95"),
+        (FakeModel(support_answers(intent="other")), "rollback", "shadow_agreement"),
+        (FakeModel(support_answers()), "promote", None),
     ],
     ids=["erroring-candidate", "slow-candidate", "disagreeing-candidate", "good-candidate"],
 )

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from fake_model import FakeModel, write_version
-from live_server import in_thread
+from live_server import in_thread, write_version
 
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.observability import JsonFormatter, Redactor, Tracing, configure_logging
 from {{ cookiecutter.package }}.server import create_app, open_service
+from {{ cookiecutter.package }}.testing.fake_model import FakeModel, support_answers
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "sk-SENTINEL0123456789abcdefXYZ"
@@ -75,7 +75,7 @@ def test_no_secret_email_or_card_reaches_logs_or_spans(tmp_path, monkeypatch, ca
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     # A model that needs a key and echoes the request in answers and in errors (every 4th call fails).
-    model = FakeModel(api_key=MODEL_KEY, error_every=4)
+    model = FakeModel(support_answers(), api_key=MODEL_KEY, error_every=4)
     model.start()
     monkeypatch.setenv("TEST_MODEL_KEY", MODEL_KEY)
     source = write_version(ROOT, tmp_path / "v", model.base_url)

@@ -3,13 +3,13 @@ import re
 from pathlib import Path
 
 import pytest
-from fake_llm import serve
 from pipeline_outputs import register, write_eval_outputs
 
 from {{ cookiecutter.package }} import lifecycle, registry, versions
 from {{ cookiecutter.package }}.prompts import load_all
 from {{ cookiecutter.package }}.stages import plots
 from {{ cookiecutter.package }}.stages import register as register_stage
+from {{ cookiecutter.package }}.testing.fake_model import FakeModel, golden_answers
 
 # Jinja renders this file: literal double braces are built, not written.
 OPEN, CLOSE = "{" * 2, "}" * 2
@@ -62,11 +62,11 @@ def test_plot_rows_skip_errors_and_group_tags():
 @pytest.fixture
 def fake_model(project):
     """The project's params pointed at a local OpenAI-compatible server that knows the golden set."""
-    with serve(project / "eval/golden.jsonl") as (url, oracle):
+    with FakeModel(golden_answers(project / "eval/golden.jsonl")) as model:
         params = project / "params.yaml"
-        text = re.sub(r"(?m)^  base_url: .*$", f"  base_url: {url}", params.read_text())
+        text = re.sub(r"(?m)^  base_url: .*$", f"  base_url: {model.base_url}", params.read_text())
         params.write_text(re.sub(r"(?m)^  api_key_env: .*$", '  api_key_env: ""', text))
-        yield oracle
+        yield model
 
 
 def test_register_refuses_a_version_below_the_thresholds(project, capsys):
@@ -131,10 +131,10 @@ def test_register_promote_rollback_and_the_champion_answers(project, fake_model)
 
     # The champion answers with the prompts it was registered with, not the working tree's.
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
-    calls = fake_model.calls
+    calls = fake_model.calls()
     answers = model.predict([{"prompt": "classify_intent", "variables": {"message": ORDER_QUESTION}}])
     assert answers[0]["data"] == {"intent": "order_status"}
     assert answers[0]["prompt_version"] == first["prompts"]["classify_intent"] != second["prompts"]["classify_intent"]
-    assert fake_model.calls == calls + 1
+    assert fake_model.calls() == calls + 1
     with pytest.raises(Exception, match="unknown prompt 'nope'"):
         model.predict([{"prompt": "nope", "variables": {}}])

@@ -137,8 +137,8 @@ def test_repeats_give_per_example_pass_rates_and_a_flaky_flag(tmp_path):
 
     flips = iter(["heads", "tails", "heads"])
 
-    def coin_or_echo(content):
-        return next(flips) if content == "coin" else content
+    def coin_or_echo(request):
+        return next(flips) if request.content == "coin" else request.content
 
     rows = [("steady", "same", "same"), ("coin", "coin", "heads")]
     calls = plan(rows, repeats=3)

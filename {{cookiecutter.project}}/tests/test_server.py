@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from fake_model import FakeModel, write_version
-from live_server import in_thread, metric, wait_for
+from live_server import in_thread, metric, wait_for, write_version
 
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.server import create_app, open_service
+from {{ cookiecutter.package }}.testing.fake_model import FakeModel, support_answers
 from {{ cookiecutter.package }}.versions import from_directory, load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +22,7 @@ VERSION_HEADERS = ("x-app-version", "x-model", "x-prompt-version", "x-model-alia
 
 @pytest.fixture
 def fake():
-    model = FakeModel()
+    model = FakeModel(support_answers())
     model.start()
     yield model
     model.stop()
@@ -43,7 +43,7 @@ def test_answer_classifies_extracts_and_answers_from_policy(fake, tmp_path):
         assert body["intent"] == "order_status"
         assert body["order"] == {"order_id": "BH-10422", "email": "jo@example.com"}
         assert "Orders ship within 2 business days" in body["reply"]  # the order_status policy
-        assert fake.calls == 3
+        assert fake.calls() == 3
         version = service.version
         assert body["version"] == {
             "alias": "champion", "id": version.id, "model": "fake-model", "prompt_version": version.prompt_version,
@@ -91,13 +91,13 @@ def test_invalid_requests_are_422_without_model_calls(fake, tmp_path):
                        {"json": ["hi"]}, {"data": "{not json"}):  # fmt: skip
             response = requests.post(f"{url}/v1/answer", timeout=5, **kwargs)
             assert response.status_code == 422, (kwargs, response.text)
-        assert fake.calls == 0
+        assert fake.calls() == 0
         assert metric(url, "llm_requests_total", status="422") == 5
         assert metric(url, "llm_requests_total") == 5
 
 
 def test_model_errors_are_502_and_timeouts_504(tmp_path):
-    failing, slow = FakeModel(error_every=1), FakeModel(latency_s=1.0)
+    failing, slow = FakeModel(support_answers(), error_every=1), FakeModel(support_answers(), latency_s=1.0)
     failing.start(), slow.start()
     try:
         with running(tmp_path, failing.base_url, name="a") as (url, _):
@@ -128,7 +128,7 @@ def test_readyz_follows_the_model_endpoint(fake, tmp_path):
 
 
 def test_readyz_is_not_ready_with_a_wrong_key(tmp_path, monkeypatch):
-    model = FakeModel(api_key="right-key")
+    model = FakeModel(support_answers(), api_key="right-key")
     model.start()
     monkeypatch.setenv("TEST_MODEL_KEY", "wrong-key")
     source = write_version(ROOT, tmp_path / "v", model.base_url)
@@ -146,7 +146,7 @@ def test_readyz_is_not_ready_with_a_wrong_key(tmp_path, monkeypatch):
 
 def test_shadow_runs_after_the_response_and_records_agreement(fake, tmp_path):
     gate = threading.Event()
-    shadow = FakeModel(gate=gate)
+    shadow = FakeModel(support_answers(), gate=gate)
     shadow.start()
     shadow_dir = write_version(ROOT, tmp_path / "shadow", shadow.base_url)
     env = {"SHADOW_FRACTION": "1", "SHADOW_SOURCE": str(shadow_dir)}
@@ -156,7 +156,7 @@ def test_shadow_runs_after_the_response_and_records_agreement(fake, tmp_path):
             response = requests.post(f"{url}/v1/answer", json={"message": MESSAGE}, timeout=10)
             # The shadow model is still blocked: the user got the answer without waiting for it.
             assert response.status_code == 200 and response.json()["intent"] == "order_status"
-            wait_for(lambda: shadow.calls == 1, what="the shadow call to start")
+            wait_for(lambda: shadow.calls() == 1, what="the shadow call to start")
             assert metric(url, "llm_shadow_requests_total") == 0
             gate.set()
             wait_for(lambda: metric(url, "llm_shadow_requests_total", outcome="agree") == 1, what="agreement")
@@ -169,7 +169,7 @@ def test_shadow_runs_after_the_response_and_records_agreement(fake, tmp_path):
 
 def test_shadow_disagreement_and_drops_when_busy(fake, tmp_path):
     gate = threading.Event()
-    worse = FakeModel(intent="other", gate=gate)
+    worse = FakeModel(support_answers(intent="other"), gate=gate)
     worse.start()
     shadow_dir = write_version(ROOT, tmp_path / "shadow", worse.base_url)
     env = {"SHADOW_FRACTION": "1.0", "SHADOW_SOURCE": str(shadow_dir)}
