@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
 
         bake_cmd = [str(bin_dir / "cookiecutter"), "--no-input", "-o", str(out), str(ROOT)]
         baked = best_and_median(bake_cmd, args.runs, tmp, env, before=clean)
-        no_hooks = best_and_median([*bake_cmd[:2], "--accept-hooks", "no", *bake_cmd[2:]], args.runs, tmp, env, before=clean)
+        no_hooks = best_and_median(
+            [*bake_cmd[:2], "--accept-hooks", "no", *bake_cmd[2:]], args.runs, tmp, env, before=clean
+        )
         print(f"load average {os.getloadavg()}, {args.runs} runs each (best / median)")
         print(f"cookiecutter --no-input (hooks):   {baked[0]:.3f} / {baked[1]:.3f} s  (target < 3 s)")
         print(f"cookiecutter, hooks disabled:      {no_hooks[0]:.3f} / {no_hooks[1]:.3f} s  "

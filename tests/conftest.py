@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.bakery import ROOT, bake as _bake, link_venv, project_env
+from tests.bakery import ROOT, link_venv, project_env
+from tests.bakery import bake as _bake
 
 COOKIECUTTER = json.loads((ROOT / "cookiecutter.json").read_text())
 OPTIONS = {k: v for k, v in COOKIECUTTER.items() if isinstance(v, list) and not k.startswith("_")}
@@ -68,8 +69,10 @@ def ready(bake) -> Callable[..., Path]:
 def run(project: Path, *cmd: str, check: bool = True, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
     """Run a command in a baked project as its developer would (its venv first on PATH)."""
     proc = subprocess.run(
-        cmd, cwd=project, env=project_env(project, **env), capture_output=True, text=True, timeout=timeout
+        cmd, cwd=project, env=project_env(project, **env), capture_output=True, text=True, timeout=timeout, check=False
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+        )
     return proc

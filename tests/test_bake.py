@@ -70,9 +70,11 @@ def test_bake_gives_exactly_the_expected_files(bake, answers):
     assert project.name == "support-bot"
     assert project_files(project) == expected_files(answers)
     # The hook committed everything: a clean tree on `main` with one baseline commit.
-    status = subprocess.run(["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True)
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=project, capture_output=True, text=True, check=False)
     assert status.stdout == ""
-    branch = subprocess.run(["git", "branch", "--show-current"], cwd=project, capture_output=True, text=True)
+    branch = subprocess.run(
+        ["git", "branch", "--show-current"], cwd=project, capture_output=True, text=True, check=False
+    )
     assert branch.stdout.strip() == "main"
 
 
@@ -170,7 +172,7 @@ def test_broken_params_is_one_clear_line_exit_2(ready):
 def test_invalid_answers_are_rejected_by_the_pre_gen_hook(tmp_path, answers, field):
     cmd = [sys.executable, "-m", "cookiecutter", "--no-input", "-o", str(tmp_path), str(ROOT)]
     cmd += [f"{k}={v}" for k, v in answers.items()]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 1
     messages = [line for line in proc.stderr.splitlines() if line.startswith("cookiecutter-llmops:")]
     assert len(messages) == 1 and messages[0].startswith(f"cookiecutter-llmops: {field}:"), proc.stderr
