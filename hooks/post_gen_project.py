@@ -51,6 +51,21 @@ def set_eval_runner(root: Path, runner: str) -> None:
         ci.write_text(text.replace(EVAL_RUNNER_MARKER, f"runs-on: {label}  # eval_runner"))
 
 
+def template_location(answers: dict) -> str:
+    """Where `cruft check`/`cruft update` will find the template again: a URL as given, a local
+    checkout as an absolute path (cookiecutter passes a local path as typed, often relative to a
+    working directory the hook never sees)."""
+    template = answers.get("_template", "")
+    if "://" in template or template.startswith(("git@", "gh:", "gl:", "bb:")) or Path(template).is_absolute():
+        return template
+    output_dir = Path(answers.get("_output_dir", "."))
+    for base in (os.environ.get("PWD", ""), output_dir, *output_dir.parents):
+        candidate = Path(base, template)
+        if base and (candidate / "cookiecutter.json").is_file():
+            return str(candidate.resolve())
+    return template
+
+
 def template_commit(template: str) -> str | None:
     """The template's commit when baked from a local git checkout, so `cruft check` can compare."""
     if not Path(template).is_dir():
@@ -62,8 +77,9 @@ def template_commit(template: str) -> str | None:
 
 
 def write_cruft_answers(root: Path, answers: dict) -> None:
-    template = answers.get("_template", "")
-    context = {k: v for k, v in answers.items() if not k.startswith("_") or k == "_template"}
+    template = template_location(answers)
+    context = {k: v for k, v in answers.items() if not k.startswith("_")}
+    context["_template"] = template
     context["_copy_without_render"] = answers.get("_copy_without_render", [])
     cruft = {
         "template": template,
