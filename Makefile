@@ -46,8 +46,11 @@ lint: setup ## ruff on the template's tooling
 	$(PY) -m ruff check tests benchmarks
 	$(PY) -m ruff format --check tests benchmarks
 
-bench: setup ## the benchmarks (eval harness vs physical limit and peers; service overhead over the model)
+bench: setup ## the benchmarks: start-up, eval harness (vs promptfoo when PROMPTFOO=path), embedded model, register, service
+	$(PY) benchmarks/bench_startup.py
 	$(PY) benchmarks/bench_eval.py
+	$(PY) benchmarks/bench_embedded.py
+	$(PY) benchmarks/bench_register.py
 	$(PY) benchmarks/bench_server.py
 
 clean: ## remove build/ and caches (keeps the venv and the llama.cpp wheel)
