@@ -33,7 +33,7 @@ def llama_servers_in(project: Path) -> list[int]:
 @pytest.fixture(scope="module")
 def repro(ready):
     project = ready()
-    first = run(project, "python", "-m", "dvc", "repro", timeout=900)
+    first = run(project, "make", "repro", timeout=900)
     return project, first
 
 
@@ -53,14 +53,15 @@ def test_dvc_repro_writes_every_output_and_registers(repro):
 
 def test_second_repro_is_a_no_op(repro):
     project, _ = repro
-    again = run(project, "python", "-m", "dvc", "repro")
+    again = run(project, "make", "repro")
     assert "Data and pipelines are up to date." in again.stdout
     assert "Running stage" not in again.stdout
 
 
-def test_project_tests_pass_with_the_model(repro):
+def test_project_lint_and_tests_pass_with_the_model(repro):
     project, _ = repro
-    out = run(project, "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", timeout=900)
+    run(project, "make", "lint")
+    out = run(project, "make", "test", timeout=900)
     assert re.search(r"\d+ passed", out.stdout) and " skipped" not in out.stdout, out.stdout
 
 
