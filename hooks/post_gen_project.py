@@ -87,8 +87,9 @@ def write_cruft_answers(root: Path, answers: dict) -> None:
         "checkout": None,
         "context": {"cookiecutter": context},
         "directory": None,
-        # The hook re-creates these on every bake; cruft must not try to diff or patch them.
-        "skip": [".git", ".dvc/tmp", ".venv", "mlflow.db", "mlruns"],
+        # Repository state and local stores: cruft must never diff or patch them. `.dvc` too: teams
+        # point its remote at their own storage (`dvc remote modify`), which an update must not undo.
+        "skip": [".git", ".dvc", ".venv", "mlflow.db", "mlruns"],
     }
     (root / ".cruft.json").write_text(json.dumps(cruft, indent=2) + "\n")
 

@@ -184,7 +184,7 @@ def test_answers_are_kept_for_cruft(bake):
     cruft = json.loads((project / ".cruft.json").read_text())
     context = cruft["context"]["cookiecutter"]
     assert {k: context[k] for k in DEFAULTS} == DEFAULTS
-    assert ".git" in cruft["skip"]
+    assert {".git", ".dvc"} <= set(cruft["skip"])
     assert Path(cruft["template"]) == ROOT
 
 
