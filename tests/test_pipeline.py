@@ -125,15 +125,21 @@ def test_promote_then_rollback_leaves_the_previous_champion(pipeline, tmp_path):
     assert "champion -> version 1" in cli(pipeline, "rollback").stdout
     assert str(mlflow.get_model_version_by_alias(NAME, "champion").version) == "1"
 
-    code = (
-        "import json, mlflow;"
-        f"m = mlflow.pyfunc.load_model('models:/{NAME}@champion');"
-        f"print(json.dumps(m.predict([{{'prompt': 'classify_intent', 'variables': {{'message': {QUESTION!r}}}}}])))"
-    )
     calls = pipeline.model.calls()
-    answers = json.loads(run(pipeline.project, "python", "-c", code, **pipeline.env).stdout.strip().splitlines()[-1])
+    answers = predict(pipeline, "champion")
     assert answers[0]["data"] == {"intent": "order_status"}
     assert pipeline.model.calls() == calls + 1
+
+
+def predict(pipeline, alias: str, **load_options) -> list:
+    """Load `models:/<name>@<alias>` in a fresh process, as a user would, and classify QUESTION."""
+    code = (
+        "import json, mlflow;"
+        f"m = mlflow.pyfunc.load_model('models:/{NAME}@{alias}', **{load_options!r});"
+        f"print(json.dumps(m.predict([{{'prompt': 'classify_intent', 'variables': {{'message': {QUESTION!r}}}}}])))"
+    )
+    out = run(pipeline.project, "python", "-c", code, **pipeline.env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_plots_render_offline(pipeline, tmp_path):
@@ -150,12 +156,7 @@ def test_plots_render_offline(pipeline, tmp_path):
 
 def test_registered_app_answers_on_the_embedded_model(pipeline):
     """The one end-to-end run on the real model: the candidate, pointed at `embedded` at load time."""
-    code = (
-        "import json, mlflow;"
-        f"m = mlflow.pyfunc.load_model('models:/{NAME}@candidate', model_config={{'base_url': 'embedded'}});"
-        f"print(json.dumps(m.predict([{{'prompt': 'classify_intent', 'variables': {{'message': {QUESTION!r}}}}}])))"
-    )
     calls = pipeline.model.calls()
-    answers = json.loads(run(pipeline.project, "python", "-c", code, **pipeline.env).stdout.strip().splitlines()[-1])
+    answers = predict(pipeline, "candidate", model_config={"base_url": "embedded"})
     assert answers[0]["text"].strip() and answers[0]["prompt"] == "classify_intent"
     assert pipeline.model.calls() == calls, "the fake server must not have answered"

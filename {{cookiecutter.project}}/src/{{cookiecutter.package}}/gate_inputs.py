@@ -53,16 +53,22 @@ def read_head(path: Path) -> str:
         raise GateInputError(f"{path} is missing on the head side: run `dvc repro` first") from None
 
 
-def check_fresh(metrics_file: str) -> None:
-    """Fail when the stage producing the metrics changed since it ran (`dvc status`): stale numbers."""
-    cmd = [sys.executable, "-m", "dvc", "status", "--json", metrics_file]
+def dvc_json(*args: str) -> Any:
+    """Run `dvc <args>` (this interpreter's DVC, analytics off) and parse what it prints as JSON."""
+    what = f"`dvc {' '.join(a for a in args if a != '--json')}`"
+    cmd = [sys.executable, "-m", "dvc", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **QUIET}, check=False)
     if proc.returncode != 0:
-        raise GateInputError(f"`dvc status {metrics_file}` failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
+        raise GateInputError(f"{what} failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
     try:
-        changed = json.loads(proc.stdout or "{}")
+        return json.loads(proc.stdout or "{}")
     except ValueError:
-        changed = {"?": proc.stdout[:200]}
+        raise GateInputError(f"{what} printed no JSON: {proc.stdout[:200]!r}") from None
+
+
+def check_fresh(metrics_file: str) -> None:
+    """Fail when the stage producing the metrics changed since it ran (`dvc status`): stale numbers."""
+    changed = dvc_json("status", "--json", metrics_file)
     if changed:
         what = "; ".join(f"{stage}: {json.dumps(items)[:300]}" for stage, items in changed.items())
         raise GateInputError(f"{metrics_file} is stale, the pipeline changed since it ran ({what}): run `dvc repro`")
@@ -70,14 +76,7 @@ def check_fresh(metrics_file: str) -> None:
 
 def read_diff(base: str, metrics_file: str) -> dict[str, dict[str, Any]]:
     """`dvc metrics diff <base> --json --all` for our metrics file: {metric: {old, new, diff}}."""
-    cmd = [sys.executable, "-m", "dvc", "metrics", "diff", base, "--all", "--json", "--targets", metrics_file]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **QUIET}, check=False)
-    if proc.returncode != 0:
-        raise GateInputError(f"`dvc metrics diff {base}` failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
-    try:
-        data = json.loads(proc.stdout or "{}")
-    except ValueError:
-        raise GateInputError(f"`dvc metrics diff {base}` printed no JSON: {proc.stdout[:200]!r}") from None
+    data = dvc_json("metrics", "diff", base, "--all", "--json", "--targets", metrics_file)
     # Keys are paths as DVC prints them; match ours regardless of ./ or platform separators.
     for path, metrics in data.items():
         if Path(path) == Path(metrics_file):
