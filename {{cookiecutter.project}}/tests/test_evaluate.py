@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from {{ cookiecutter.package }}.evaluation.cache import ResponseCache
 from {{ cookiecutter.package }}.testing.fake_model import FakeModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,13 +153,13 @@ def test_sigint_keeps_finished_results_and_the_rerun_makes_only_the_remaining_ca
             assert proc.wait(timeout=30) == 130
         assert "interrupted after" in (tmp_path / "out.txt").read_text()
         kept = results(tmp_path)
-        cached = sorted((tmp_path / ".cache" / "eval").rglob("*.json"))
-        assert 4 <= len(kept) <= len(cached) < len(rows)
+        cached = len(ResponseCache(tmp_path / ".cache" / "eval"))
+        assert 4 <= len(kept) <= cached < len(rows)
         assert all(r["passed"] for r in kept)
         assert not (tmp_path / "eval" / "metrics.json").exists()  # no numbers from part of the set
 
         server.reset()
         resumed = evaluate(tmp_path)
         assert resumed.returncode == 0, resumed.stderr
-        assert server.calls() == len(rows) - len(cached)
+        assert server.calls() == len(rows) - cached
         assert len(results(tmp_path)) == len(rows) and all(r["passed"] for r in results(tmp_path))

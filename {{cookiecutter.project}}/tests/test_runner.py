@@ -7,7 +7,7 @@ import pytest
 
 from {{ cookiecutter.package }}.client import ChatClient, RetryPolicy
 from {{ cookiecutter.package }}.evaluation import runner
-from {{ cookiecutter.package }}.evaluation.cache import ResponseCache
+from {{ cookiecutter.package }}.evaluation.cache import MAX_SEGMENTS, ResponseCache
 from {{ cookiecutter.package }}.evaluation.golden import parse_lines
 from {{ cookiecutter.package }}.prompts import Prompt
 from {{ cookiecutter.package }}.testing.fake_model import FakeModel
@@ -42,8 +42,9 @@ def chat_via(server, **retry):
     return lambda messages, schema: client.chat(messages, schema=schema)
 
 
-def cached_files(root):
-    return sorted(p for p in root.rglob("*.json"))
+def cached(root):
+    """How many answers a fresh reader finds on disk under `root`."""
+    return len(ResponseCache(root))
 
 
 ROWS = [
@@ -79,7 +80,7 @@ def test_counts_of_passes_failures_and_errors_are_exact_and_errors_are_not_cache
         assert server.calls("!badjson") == 1 and server.calls("!429") == 2 and server.calls("!500once") == 2
         assert outcome.calls_made == len(ROWS) and not outcome.aborted
         # Only the 9 answered calls are cached; no error is.
-        assert len(cached_files(tmp_path / "cache")) == 9
+        assert cached(tmp_path / "cache") == 9
         for call in calls:
             assert (cache.get(call.key) is None) == (by_id[call.example.id].passed is None)
 
@@ -102,7 +103,7 @@ def test_the_run_aborts_when_the_error_rate_passes_the_limit(tmp_path):
         # 20 * 0.2 = 4 errors are allowed; the 5th aborts. The one other call in flight still finishes.
         assert 5 <= outcome.calls_made <= 5 + 1
         assert server.calls() == outcome.calls_made
-    assert not cached_files(tmp_path)
+    assert cached(tmp_path) == 0
 
 
 def test_keyboard_interrupt_keeps_what_finished_and_the_next_run_makes_only_the_rest(tmp_path):
@@ -123,12 +124,12 @@ def test_keyboard_interrupt_keeps_what_finished_and_the_next_run_makes_only_the_
         assert outcome.interrupted and len(outcome.results) == 3
         assert all(r.passed for r in outcome.results)
         time.sleep(0.3)  # let calls already in flight land (they are cached too: they succeeded)
-        cached = len(cached_files(tmp_path / "cache"))
-        assert 3 <= cached < len(rows)
+        kept = cached(tmp_path / "cache")
+        assert 3 <= kept < len(rows)
         server.reset()
         resumed = runner.run(calls, chat_via(server), cache, concurrency=2, max_error_rate=1.0)
-        assert server.calls() == len(rows) - cached  # only the calls that never finished
-        assert resumed.calls_made == len(rows) - cached
+        assert server.calls() == len(rows) - kept  # only the calls that never finished
+        assert resumed.calls_made == len(rows) - kept
         assert len(resumed.results) == len(rows) and all(r.passed for r in resumed.results)
 
 
@@ -172,6 +173,25 @@ def test_a_torn_cache_entry_is_a_miss_not_a_crash(tmp_path):
     cache = ResponseCache(tmp_path)
     cache.put(calls[0].key, {"text": "one"})  # an entry without the other fields
     assert runner.lookup(calls, cache) == {}
-    path = next(tmp_path.rglob("*.json"))
-    path.write_text('{"text": "on')
-    assert runner.lookup(calls, cache) == {}
+    cache.close()
+    segment = next(tmp_path.glob("*.jsonl"))
+    whole = {"text": "one", "tokens_in": 1, "tokens_out": 1, "latency_ms": 1.0}
+    line = json.dumps({"key": calls[0].key, "value": whole})
+    segment.write_text(line[:-5])  # a write torn by a crash
+    assert runner.lookup(calls, ResponseCache(tmp_path)) == {}
+    segment.write_text(f"{line[:-5]}\n{line}\n")  # torn line, then the call made again
+    assert set(runner.lookup(calls, ResponseCache(tmp_path))) == {calls[0].key}
+
+
+def test_segments_from_many_runs_are_merged_and_the_newest_answer_wins(tmp_path):
+    for run in range(MAX_SEGMENTS + 3):
+        with ResponseCache(tmp_path) as cache:  # each run appends to a segment of its own
+            cache.put("same", {"text": f"run {run}"})
+            cache.put(f"only-{run}", {"text": "x"})
+    assert len(list(tmp_path.glob("*.jsonl"))) == MAX_SEGMENTS + 3
+    reader = ResponseCache(tmp_path)
+    assert reader.get("same") == {"text": f"run {MAX_SEGMENTS + 2}"}
+    assert len(reader) == MAX_SEGMENTS + 4
+    assert len(list(tmp_path.glob("*.jsonl"))) == 1  # merged by that reader
+    again = ResponseCache(tmp_path)
+    assert again.get("same") == {"text": f"run {MAX_SEGMENTS + 2}"} and len(again) == MAX_SEGMENTS + 4

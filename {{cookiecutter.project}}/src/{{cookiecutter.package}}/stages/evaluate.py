@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None, prog: str = "evaluate") -> int:
 
     for path in (args.metrics, args.results, args.report):
         path.parent.mkdir(parents=True, exist_ok=True)
-    with args.results.open("w") as results_file:
+    with args.results.open("w") as results_file, cache:
 
         def record(result: runner.Result) -> None:
             results_file.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
