@@ -12,6 +12,12 @@ one-write responses), on 127.0.0.1 in this process. Golden set: N echo examples,
 Physical limit = ceil(N/C) * L + process start, where process start is a bare `python -c pass`
 (best of 5): the least any harness in a fresh process can take at concurrency C.
 
+The bare-stack peer is the least any harness on this template's required packages can take: a
+fresh process that imports requests, jsonschema and PyYAML (what a harness needs before its first
+call: HTTP, golden-set validation, params/prompt files) and makes the N calls on C threads with one
+requests.Session each - no validation, scoring, cache or files. Ours / bare stack is the overhead
+that is ours to remove; bare stack / physical limit is what the required packages cost.
+
 promptfoo runs on the same golden set and server, offline (telemetry, updates, sharing and remote
 generation off; cache and config dirs in a temp dir), at each `--promptfoo-jobs` concurrency; the
 best is compared. Nothing is installed by this script: point `--promptfoo` (or env PROMPTFOO) at an
@@ -42,6 +48,26 @@ PROMPTFOO_ENV = {
     "PROMPTFOO_DISABLE_SHARING": "1",
     "PROMPTFOO_DISABLE_REMOTE_GENERATION": "1",
 }
+BARE_STACK = """
+import json, sys, threading
+import jsonschema, requests, yaml  # noqa: F401 - their import is what is measured
+url, n, c = sys.argv[1] + "/chat/completions", int(sys.argv[2]), int(sys.argv[3])
+todo, lock = list(range(n)), threading.Lock()
+def work():
+    session = requests.Session()  # the cheapest requests path, as ours: a prepared request sent
+    while True:
+        with lock:
+            if not todo:
+                return
+            i = todo.pop()
+        body = {"model": "fake-model", "messages": [{"role": "user", "content": f"benchmark sentence number {i}"}]}
+        request = requests.PreparedRequest()
+        request.prepare("POST", url, headers={"Content-Type": "application/json"}, data=json.dumps(body).encode())
+        session.send(request).json()
+threads = [threading.Thread(target=work) for _ in range(c)]
+for t in threads: t.start()
+for t in threads: t.join()
+"""
 PROMPT_YAML = (
     "id: echo\ndescription: repeat the text\nvariables: [text]\nmessages:\n"
     "  - {role: system, content: 'Repeat the text.'}\n  - {role: user, content: '{text}'}\n"
@@ -146,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
                 server.reset()
                 cold.append(timed(ours_cmd, work, env))
                 assert server.calls() == args.n, f"our harness made {server.calls()} calls, expected {args.n}"
+            bare_cmd = [python, "-c", BARE_STACK, server.base_url, str(args.n), str(args.concurrency)]
+            bare = []
+            for _ in range(args.runs):
+                server.reset()
+                bare.append(timed(bare_cmd, work, env))
+                assert server.calls() == args.n, f"the bare-stack peer made {server.calls()} calls"
             metrics = json.loads((work / "eval" / "metrics.json").read_text())
             assert metrics["pass_rate"] == 1.0 and metrics["calls"] == args.n, metrics
             server.reset()
@@ -158,12 +190,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"physical limit ceil(N/C)*L + start:        {limit:.3f} s")
             print(f"ours, cold ({args.runs} runs, median; all):   {ours:.3f} s  {[round(c, 3) for c in cold]}")
             print(f"ours / physical limit:                     {ours / limit:.2f}x  (target <= 1.3x)")
+            floor = statistics.median(bare)
+            print(f"bare stack (median of {args.runs}):            {floor:.3f} s = {floor / limit:.2f}x the limit")
+            print(f"ours / bare stack:                         {ours / floor:.2f}x")
             print(f"ours, cached re-run (best of 3):           {cached:.3f} s  (target < 0.5 s, 0 model calls)")
             # Where the gap is: the cached run is the whole fixed cost (start, imports, validation,
             # scoring, writing), so cold minus cached is the network phase, whose floor is ceil(N/C)*L.
             network = ours - cached
-            floor = math.ceil(args.n / args.concurrency) * args.latency_ms / 1000
-            print(f"  of which network phase (cold - cached):  {network:.3f} s = {network / floor:.2f}x ceil(N/C)*L")
+            rounds = math.ceil(args.n / args.concurrency) * args.latency_ms / 1000
+            print(f"  of which network phase (cold - cached):  {network:.3f} s = {network / rounds:.2f}x ceil(N/C)*L")
 
             binary, why = find_promptfoo(args.promptfoo)
             if binary is None:
@@ -190,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             pf_cached = timed(cmd, work / "pf", pf_env, ok=(0, 100), done="Eval complete")
             print(f"promptfoo -j {best[1]:<3} cached re-run:           {pf_cached:.3f} s  ({server.calls()} calls)")
             print(f"promptfoo best / ours:                     {best[0] / ours:.1f}x  (target >= 5x)")
+            print(f"promptfoo best / bare stack:               {best[0] / floor:.1f}x  (the most this stack can show)")
             print(f"promptfoo cached / ours cached:            {pf_cached / cached:.1f}x")
         return 0
     finally:
