@@ -77,7 +77,7 @@ def test_register_refuses_a_version_below_the_thresholds(project, capsys):
     assert not Path(registry.sqlite_path(os.environ["MLFLOW_TRACKING_URI"])).exists()
 
 
-def test_register_promote_rollback_and_the_champion_answers(project, fake_model):
+def test_register_promote_rollback_and_the_champion_answers(project, fake_model, tmp_path, monkeypatch):
     import mlflow
     from mlflow import MlflowClient
 
@@ -124,8 +124,12 @@ def test_register_promote_rollback_and_the_champion_answers(project, fake_model)
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
 
     # What the server serves from the registry (APP_VERSION_SOURCE=registry) is that version.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
     served = versions.load("champion", versions.REGISTRY_SOURCE)
-    assert served.id == "1"
+    assert served.id == "1" and served.source == "registry:champion"
+    assert not list(scratch.iterdir())  # read into memory; the downloaded copy is gone
     assert served.prompts["classify_intent"].version == first["prompts"]["classify_intent"]
     assert served.policies == versions.load_policies(project / "data/policies.yaml")
 

@@ -14,9 +14,11 @@ MLflow is imported only on that path.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,7 +40,7 @@ REQUIRED_PROMPTS = ("classify_intent", "extract_order", "answer_policy")
 class AppVersion:
     alias: str
     id: str  # content hash (local) or the registered version (registry)
-    source: str
+    source: str  # the directory it was read from, or registry:<alias>
     settings: settings_mod.Settings
     prompts: Mapping[str, Prompt]
     policies: Mapping[str, str]
@@ -125,7 +127,10 @@ def _from_registry(alias: str) -> AppVersion:
             "APP_VERSION_SOURCE=registry: this project's registry cannot fetch app versions yet "
             "(registry.fetch_app_version is missing); serve a directory instead"
         ) from None
-    # Written under /tmp: the container's root filesystem is read-only.
+    # Written under /tmp (the container's root filesystem is read-only) and read into memory; the
+    # copy is removed then, or kept when it is bad, so the files an error names can be looked at.
     dest = Path(tempfile.mkdtemp(prefix=f"app-{alias}-", dir=os.environ.get("TMPDIR")))
     version_id = fetch_app_version(alias, dest)
-    return from_directory(alias, dest, version_id=str(version_id))
+    version = from_directory(alias, dest, version_id=str(version_id))
+    shutil.rmtree(dest, ignore_errors=True)
+    return dataclasses.replace(version, source=f"{REGISTRY_SOURCE}:{alias}")
