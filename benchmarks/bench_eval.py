@@ -1,7 +1,7 @@
 """Benchmark: our eval harness vs the physical limit and vs promptfoo, on one local test server.
 
     .venv/bin/python benchmarks/bench_eval.py [--n 200] [--latency-ms 50] [--concurrency 16]
-                                               [--promptfoo PATH] [--promptfoo-jobs 4,16,32]
+                                               [--promptfoo PATH] [--promptfoo-jobs 4,16,32,64]
 
 What runs: the default project is baked into a temp dir (its venv linked to this repo's, as the
 tests do) and OUR harness runs as its users run it, `python -m support_bot evaluate` in a fresh
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--runs", type=int, default=3, help="cold runs of our harness (median reported)")
     parser.add_argument("--promptfoo", help="path to an installed promptfoo binary (or env PROMPTFOO)")
-    parser.add_argument("--promptfoo-jobs", default="4,16,32", help="promptfoo -j values to try")
+    parser.add_argument("--promptfoo-jobs", default="4,16,32,64", help="promptfoo -j values to try")
     args = parser.parse_args(argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-eval-"))
