@@ -80,21 +80,19 @@ class ResponseCache:
             segments = sorted(self.root.glob(f"*{SUFFIX}")) if self.enabled else []
             self._entries = dict(_read(segments))
             if len(segments) > MAX_SEGMENTS:
-                self._merge(segments)
+                _merge(self.root, segments, self._entries)
         return self._entries
 
-    def _merge(self, segments: list[Path]) -> None:
-        # Written beside the others, then swapped in: a reader sees the old segments or the new one.
-        # (A process still appending to a merged segment loses those entries: they are only misses.)
-        assert self._entries is not None
-        merged = self.root / f"{time.time_ns()}-{os.getpid()}-merged{SUFFIX}"
-        tmp = merged.with_suffix(".tmp")
-        tmp.write_text(
-            "".join(json.dumps({"key": k, "value": v}, ensure_ascii=False) + "\n" for k, v in self._entries.items())
-        )
-        os.replace(tmp, merged)
-        for segment in segments:
-            segment.unlink(missing_ok=True)
+
+def _merge(root: Path, segments: list[Path], entries: dict[str, dict[str, Any]]) -> None:
+    # Written beside the others, then swapped in: a reader sees the old segments or the new one.
+    # (A process still appending to a merged segment loses those entries: they are only misses.)
+    merged = root / f"{time.time_ns()}-{os.getpid()}-merged{SUFFIX}"
+    tmp = merged.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps({"key": k, "value": v}, ensure_ascii=False) + "\n" for k, v in entries.items()))
+    os.replace(tmp, merged)
+    for segment in segments:
+        segment.unlink(missing_ok=True)
 
 
 def _read(segments: list[Path]):
