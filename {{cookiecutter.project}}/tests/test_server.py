@@ -197,7 +197,7 @@ def test_version_id_is_a_content_hash(tmp_path):
     assert changed.prompt_version == from_directory("champion", a).prompt_version  # prompts unchanged
 
 
-def test_bad_version_directories_are_clear_errors(tmp_path):
+def test_bad_version_directories_are_clear_errors(tmp_path, monkeypatch):
     source = write_version(ROOT, tmp_path / "v", "http://127.0.0.1:9/v1")
     with pytest.raises(UserError, match="not one of champion, candidate"):
         load("production", source)
@@ -207,8 +207,13 @@ def test_bad_version_directories_are_clear_errors(tmp_path):
     (source / "prompts" / "extract_order.yaml").unlink()
     with pytest.raises(UserError, match="needs prompt"):
         load("champion", source)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with pytest.raises(UserError, match="registry"):
         load("champion", "registry")
+    assert not list(scratch.iterdir())  # a failed fetch leaves no empty download directory behind
 
 
 def test_serve_rejects_a_bad_shadow_fraction_in_one_line(tmp_path):

@@ -130,7 +130,11 @@ def _from_registry(alias: str) -> AppVersion:
     # Written under /tmp (the container's root filesystem is read-only) and read into memory; the
     # copy is removed then, or kept when it is bad, so the files an error names can be looked at.
     dest = Path(tempfile.mkdtemp(prefix=f"app-{alias}-", dir=os.environ.get("TMPDIR")))
-    version_id = fetch_app_version(alias, dest)
+    try:
+        version_id = fetch_app_version(alias, dest)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)  # nothing (or half a download) to look at
+        raise
     version = from_directory(alias, dest, version_id=str(version_id))
     shutil.rmtree(dest, ignore_errors=True)
     return dataclasses.replace(version, source=f"{REGISTRY_SOURCE}:{alias}")
