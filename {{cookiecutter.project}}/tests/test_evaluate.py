@@ -120,6 +120,15 @@ def test_a_rerun_makes_zero_calls_and_a_template_change_requeries_only_its_examp
         assert evaluate(tmp_path).returncode == 0 and server.calls() == 0
 
 
+def test_an_unwritable_cache_is_one_clear_error_not_a_hang(tmp_path):
+    with FakeModel() as server:
+        setup(tmp_path, server.base_url, [("a", "echo", "one", "one"), ("b", "echo", "two", "two")])
+        (tmp_path / ".cache").write_text("a file where the cache directory should be")
+        run = evaluate(tmp_path)  # before, the worker died silently and this waited forever
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert "eval.cache_dir: cannot write .cache/eval" in run.stderr
+
+
 def test_check_fails_on_missed_thresholds_while_the_stage_always_writes(tmp_path):
     rows = [("good", "echo", "yes", "yes"), ("bad-1", "echo", "no", "yes"), ("bad-2", "echo", "maybe", "yes")]
     with FakeModel() as server:

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
+
 SUFFIX = ".jsonl"
 MAX_SEGMENTS = 32  # more than this and the next reader merges them
 
@@ -52,14 +54,17 @@ class ResponseCache:
         if not self.enabled:
             return
         line = json.dumps({"key": key, "value": value}, ensure_ascii=False, separators=(",", ":")) + "\n"
-        if self._fd is None:
-            with self._lock:
-                if self._fd is None:
-                    self.root.mkdir(parents=True, exist_ok=True)
-                    name = f"{time.time_ns()}-{os.getpid()}{SUFFIX}"
-                    self._fd = os.open(self.root / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        # One write of one whole line, O_APPEND: concurrent threads never interleave their lines.
-        os.write(self._fd, line.encode())
+        try:
+            if self._fd is None:
+                with self._lock:
+                    if self._fd is None:
+                        self.root.mkdir(parents=True, exist_ok=True)
+                        name = f"{time.time_ns()}-{os.getpid()}{SUFFIX}"
+                        self._fd = os.open(self.root / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            # One write of one whole line, O_APPEND: concurrent threads never interleave their lines.
+            os.write(self._fd, line.encode())
+        except OSError as exc:
+            raise UserError(f"eval.cache_dir: cannot write {self.root} ({exc.strerror})") from None
         if self._entries is not None:
             self._entries[key] = value
 

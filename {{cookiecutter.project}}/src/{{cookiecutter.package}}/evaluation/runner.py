@@ -239,13 +239,13 @@ def run(
                         )
                 finished.put(judge(call, None, exc, cached=False))
                 continue
-            except BaseException as exc:  # a bug, not a model error: the main thread re-raises it
+            except BaseException as exc:  # not a model error: the main thread re-raises it
                 finished.put(exc)
                 continue
-            cache.put(call.key, {k: getattr(completion, k) for k in ("text", "tokens_in", "tokens_out", "latency_ms")})
             try:
+                cache.put(call.key, {k: getattr(completion, k) for k in ("text", "tokens_in", "tokens_out", "latency_ms")})
                 finished.put(judge(call, completion, None, cached=False))
-            except BaseException as exc:
+            except BaseException as exc:  # a worker that dies silently would leave the main thread waiting
                 finished.put(exc)
 
     for i in range(min(max(1, concurrency), len(todo))):
