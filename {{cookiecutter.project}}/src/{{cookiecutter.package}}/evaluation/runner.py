@@ -243,7 +243,8 @@ def run(
                 finished.put(exc)
                 continue
             try:
-                cache.put(call.key, {k: getattr(completion, k) for k in ("text", "tokens_in", "tokens_out", "latency_ms")})
+                answer = {k: getattr(completion, k) for k in ("text", "tokens_in", "tokens_out", "latency_ms")}
+                cache.put(call.key, answer)
                 finished.put(judge(call, completion, None, cached=False))
             except BaseException as exc:  # a worker that dies silently would leave the main thread waiting
                 finished.put(exc)
