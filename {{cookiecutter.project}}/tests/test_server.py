@@ -214,6 +214,12 @@ def test_bad_version_directories_are_clear_errors(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="registry"):
         load("champion", "registry")
     assert not list(scratch.iterdir())  # a failed fetch leaves no empty download directory behind
+    # The image installs only the `serve` extra: no mlflow there, one clear line instead of a traceback.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    with pytest.raises(UserError, match="needs the mlflow package"):
+        load("champion", "registry")
+    assert not list(scratch.iterdir())
 
 
 def test_serve_rejects_a_bad_shadow_fraction_in_one_line(tmp_path):

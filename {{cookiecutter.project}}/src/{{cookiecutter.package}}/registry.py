@@ -190,7 +190,13 @@ def connect(uri: str) -> MlflowClient:
     lock beside the database; processes that wait then find the store ready."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
-    import mlflow
+    try:
+        import mlflow
+    except ImportError:  # the container image installs only the `serve` extra
+        raise RegistryError(
+            "the MLflow registry needs the mlflow package, which this environment lacks "
+            "(the image serves the version it was built with: unset APP_VERSION_SOURCE=registry)"
+        ) from None
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 

@@ -4,12 +4,11 @@
 (the project checkout, or the copy baked into the container image) holding `params.yaml`, `prompts/`
 and `data/policies.yaml`; every alias resolves to that directory and the version id is a content hash.
 
-The registry seam: a `source` of `registry` (the default when `APP_VERSION_SOURCE=registry`) asks the
-registry module for the version under `alias` (MLflow `models:/<name>@<alias>`). The registry must
-provide `fetch_app_version(alias: str, dest: Path) -> str`: write that version's `params.yaml`,
-`prompts/` and `data/policies.yaml` under `dest` and return its registered id. Everything after
+A `source` of `registry` (`APP_VERSION_SOURCE=registry`) asks `registry.fetch_app_version` for the
+version under `alias` (MLflow `models:/<name>@<alias>`): it writes that version's `params.yaml`,
+`prompts/` and `data/policies.yaml` under a temp dir and returns its registered id. Everything after
 that is the same code path as a local directory, so what the registry serves is what tests load.
-MLflow is imported only on that path.
+MLflow is imported only on that path (it is not in the `serve` extra the image installs).
 """
 
 from __future__ import annotations
@@ -120,13 +119,8 @@ def _digest(value: object) -> str:
 
 
 def _from_registry(alias: str) -> AppVersion:
-    try:
-        from .registry import fetch_app_version  # type: ignore[attr-defined]
-    except ImportError:
-        raise UserError(
-            "APP_VERSION_SOURCE=registry: this project's registry cannot fetch app versions yet "
-            "(registry.fetch_app_version is missing); serve a directory instead"
-        ) from None
+    from .registry import fetch_app_version  # mlflow only on this path
+
     # Written under /tmp (the container's root filesystem is read-only) and read into memory; the
     # copy is removed then, or kept when it is bad, so the files an error names can be looked at.
     dest = Path(tempfile.mkdtemp(prefix=f"app-{alias}-", dir=os.environ.get("TMPDIR")))
