@@ -226,7 +226,8 @@ def kubectl(tmp_path, monkeypatch):
     script.write_text(
         "#!/bin/sh\n"
         f'printf "%s\\n" "$*" >> "{log}"\n'
-        'case "$*" in *"get deployment/llm-app-canary"*) echo "registry.example/llm-app:abc123";; esac\n'
+        'case "$*" in *"get deployment/llm-app-canary"*) [ -n "$KUBECTL_NO_CANARY" ] && exit 1;'
+        ' echo "registry.example/llm-app:abc123";; esac\n'
         'case "$*" in *"rollout status"*) [ -n "$KUBECTL_FAIL_STATUS" ] && exit 1;; esac\n'
         "exit 0\n"
     )
@@ -268,7 +269,19 @@ def test_promote_moves_the_alias_then_ships_the_canary_image(project, kubectl, c
 def test_promote_without_a_candidate_changes_nothing_in_the_cluster(project, kubectl, capsys):
     assert main(["canary", "promote", "--apply"]) == 2
     assert "nothing to promote" in capsys.readouterr().err
-    assert not kubectl.exists(), "no kubectl step may run when the registry refuses"
+    calls = kubectl.read_text().splitlines()  # only the read of the canary image, nothing that changes
+    assert len(calls) == 1 and calls[0].startswith("-n llm-app get deployment/llm-app-canary")
+
+
+def test_promote_without_a_canary_deployment_leaves_the_registry_alone(project, kubectl, monkeypatch, capsys):
+    from mlflow import MlflowClient
+
+    write_eval_outputs(project)
+    name = register(project)["registry"]["model_name"]
+    monkeypatch.setenv("KUBECTL_NO_CANARY", "1")
+    assert main(["canary", "promote", "--apply"]) == 2
+    assert "cannot read the canary image" in capsys.readouterr().err
+    assert "champion" not in MlflowClient().get_registered_model(name).aliases
 
 
 def test_a_failing_step_stops_the_plan(kubectl, monkeypatch, capsys):

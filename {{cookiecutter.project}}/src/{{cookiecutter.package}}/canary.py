@@ -382,9 +382,15 @@ def main(argv: list[str] | None = None, prog: str = "canary") -> int:
         # The candidate never became champion, so the registry has nothing to undo (`rollback` moves
         # the champion back after a bad promotion: docs/runbooks/rollback.md).
         return run_steps(rollback_plan(gateway), args.apply)
+    # Everything the cluster steps need is found before the alias moves (a missing kubectl or canary
+    # Deployment must not leave the registry ahead of the cluster); the alias moves before any change.
+    image = args.image or (canary_image() if args.apply else "<canary-image>")
+    steps = promote_plan(image, gateway)
+    if args.apply:
+        for step in steps:
+            _resolve(step.argv)
     code = move_alias("promote", args.apply)
     if code != 0:
         print("registry alias move failed; nothing changed in the cluster", file=sys.stderr)
         return code
-    image = args.image or (canary_image() if args.apply else "<canary-image>")
-    return run_steps(promote_plan(image, gateway), args.apply)
+    return run_steps(steps, args.apply)
