@@ -98,6 +98,13 @@ def test_exact_mcnemar_p_values():
     assert mcnemar_p(4, 0) == pytest.approx(1 / 16)
     assert mcnemar_p(13, 1) == pytest.approx(15 / 2**14)
     assert mcnemar_p(1, 5) > 0.9  # one-sided: improvements are never "significant regressions"
+    from scipy.stats import binomtest
+
+    for pass_to_fail in range(0, 41, 3):
+        for fail_to_pass in range(0, 41, 4):
+            if pass_to_fail + fail_to_pass:
+                expected = binomtest(pass_to_fail, pass_to_fail + fail_to_pass, 0.5, alternative="greater").pvalue
+                assert mcnemar_p(pass_to_fail, fail_to_pass) == pytest.approx(expected, rel=1e-9, abs=1e-15)
 
 
 def flips(pass_to_fail, fail_to_pass, examples=38, flaky=0):
