@@ -6,6 +6,7 @@ import pytest
 from pipeline_outputs import register, write_eval_outputs
 
 from {{ cookiecutter.package }} import lifecycle, registry, versions
+from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.prompts import load_all
 from {{ cookiecutter.package }}.stages import plots
 from {{ cookiecutter.package }}.stages import register as register_stage
@@ -75,6 +76,18 @@ def test_register_refuses_a_version_below_the_thresholds(project, capsys):
     assert "refused: thresholds missed: pass_rate" in capsys.readouterr().err
     assert not (project / "models/version.json").exists()
     assert not Path(registry.sqlite_path(os.environ["MLFLOW_TRACKING_URI"])).exists()
+
+
+def test_register_refuses_a_version_the_service_could_not_load(project):
+    write_eval_outputs(project)
+    (project / "data/policies.yaml").write_text("refund: Returns within 30 days.\n")  # no 'other' policy
+    with pytest.raises(UserError, match=r"policies\.yaml: needs an 'other' policy"):
+        register_stage.main(["--out", "models/version.json"])
+    (project / "data/policies.yaml").unlink()
+    with pytest.raises(UserError, match=r"policies\.yaml"):
+        register_stage.main(["--out", "models/version.json"])
+    assert not (project / "models/version.json").exists()
+    assert not Path(registry.sqlite_path(os.environ["MLFLOW_TRACKING_URI"])).exists()  # MLflow untouched
 
 
 def test_register_promote_rollback_and_the_champion_answers(project, fake_model, tmp_path, monkeypatch):

@@ -72,17 +72,22 @@ def from_directory(alias: str, root: Path, version_id: str | None = None) -> App
     if not root.is_dir():
         raise UserError(f"{root}: app version directory not found")
     config = settings_mod.load(root / "params.yaml")
-    prompts = load_all(root / "prompts")
-    missing = [name for name in REQUIRED_PROMPTS if name not in prompts]
-    if missing:
-        raise UserError(f"{root / 'prompts'}: the service needs prompt(s) {', '.join(missing)}")
-    policies = load_policies(root / POLICIES_FILE)
+    prompts, policies = servable(root / "prompts", root / POLICIES_FILE)
     content = {
         "model": _model_identity(config.model),
         "prompts": {n: p.version for n, p in sorted(prompts.items())},
         "policies": policies,
     }
     return AppVersion(alias, version_id or _digest(content), str(root), config, prompts, policies)
+
+
+def servable(prompts_dir: Path, policies_path: Path) -> tuple[dict[str, Prompt], dict[str, str]]:
+    """A version's prompts and policies, checked as the service needs them (else a UserError)."""
+    prompts = load_all(prompts_dir)
+    missing = [name for name in REQUIRED_PROMPTS if name not in prompts]
+    if missing:
+        raise UserError(f"{prompts_dir}: the service needs prompt(s) {', '.join(missing)}")
+    return prompts, load_policies(policies_path)
 
 
 def load_policies(path: Path) -> dict[str, str]:

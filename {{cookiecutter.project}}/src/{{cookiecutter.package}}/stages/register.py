@@ -16,7 +16,7 @@ from typing import Any
 from .. import registry
 from .. import settings as settings_mod
 from ..evaluation.metrics import missed_thresholds
-from ..prompts import load_all
+from ..versions import servable
 
 
 def version_record(
@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None, prog: str = "register") -> int:
     if missed:
         print(f"{prog}: refused: thresholds missed: " + "; ".join(missed), file=sys.stderr)
         return 1
-    prompts = load_all(args.prompts)
+    # Refused here, not when a pod loads it: the served version must have what the service needs.
+    prompts, _ = servable(args.prompts, args.policies)
     versions = {p.id: p.version for p in prompts.values()}
     data_sha = json.loads(args.manifest.read_text())["sha256"]
     record = version_record(config, metrics, versions, data_sha)
