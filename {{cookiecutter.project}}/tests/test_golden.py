@@ -23,6 +23,7 @@ def test_every_bad_line_is_reported_with_its_number_and_field():
         json.dumps({"id": "a", "prompt": "p", "input": {"x": "2"}}),
         json.dumps({"id": "c", "prompt": "p", "input": {}, "contians": ["typo"]}),
         json.dumps({"id": "d", "prompt": "p", "input": {}, "regex": "("}),
+        json.dumps({"id": "e", "prompt": "p", "input": {}, "min_bleu": 30}),
     ]
     with pytest.raises(GoldenSetError) as err:
         parse_lines(lines, "golden.jsonl")
@@ -32,6 +33,7 @@ def test_every_bad_line_is_reported_with_its_number_and_field():
     assert "golden.jsonl:4: id: duplicate id 'a' (first on line 1)" in message
     assert "golden.jsonl:5: Additional properties are not allowed ('contians' was unexpected)" in message
     assert "golden.jsonl:6: regex: invalid pattern" in message
+    assert "golden.jsonl:7: (line): 'reference' is a dependency of 'min_bleu'" in message
 
 
 def test_preprocess_stops_on_a_bad_golden_set(project):

@@ -70,6 +70,14 @@ def fake_model(project):
         yield model
 
 
+def test_plots_name_a_missing_or_broken_results_file(tmp_path):
+    with pytest.raises(UserError, match=r"nope\.jsonl: cannot read .*run the evaluate stage first"):
+        plots.write(tmp_path / "nope.jsonl", tmp_path / "plots")
+    (tmp_path / "bad.jsonl").write_text('{"id": "a"}\n{torn\n')
+    with pytest.raises(UserError, match=r"bad\.jsonl: not JSON Lines"):
+        plots.write(tmp_path / "bad.jsonl", tmp_path / "plots")
+
+
 def test_register_refuses_a_version_below_the_thresholds(project, capsys):
     write_eval_outputs(project, pass_rate=0.1)
     assert register_stage.main(["--out", "models/version.json"]) == 1

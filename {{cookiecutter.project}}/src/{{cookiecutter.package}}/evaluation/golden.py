@@ -34,6 +34,8 @@ EXAMPLE_SCHEMA: dict[str, Any] = {
         "max_latency_ms": {"type": "number", "exclusiveMinimum": 0},
         "tags": {"type": "array", "items": {"type": "string"}},
     },
+    # A score bar without the text to score against would be silently ignored.
+    "dependentRequired": {"min_bleu": ["reference"], "min_rouge_l": ["reference"]},
 }
 
 

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
+
 LATENCY_FILE = "latency.json"
 TAGS_FILE = "tags.json"
 
@@ -39,7 +41,12 @@ def tag_rows(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write(results_path: Path, out_dir: Path) -> tuple[Path, Path]:
-    results = [json.loads(line) for line in results_path.read_text().splitlines() if line.strip()]
+    try:
+        results = [json.loads(line) for line in results_path.read_text().splitlines() if line.strip()]
+    except OSError as exc:
+        raise UserError(f"{results_path}: cannot read ({exc.strerror}); run the evaluate stage first") from None
+    except ValueError as exc:
+        raise UserError(f"{results_path}: not JSON Lines ({exc})") from None
     out_dir.mkdir(parents=True, exist_ok=True)
     latency, tags = out_dir / LATENCY_FILE, out_dir / TAGS_FILE
     latency.write_text(json.dumps(latency_rows(results), indent=1) + "\n")
