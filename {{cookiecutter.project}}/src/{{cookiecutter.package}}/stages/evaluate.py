@@ -8,6 +8,7 @@ appended to results.jsonl as they arrive, so an interrupted run keeps what finis
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -55,22 +56,17 @@ def main(argv: list[str] | None = None, prog: str = "evaluate") -> int:
             results_file.flush()
 
         hits = runner.lookup(calls, cache)
-        if len(hits) == len(calls):
-            # Everything is cached: no model server, no HTTP client (a re-run must be instant).
+        # Everything cached: no model server, no HTTP client (a re-run must be instant).
+        everything_cached = len(hits) == len(calls)
+        with contextlib.nullcontext() if everything_cached else connect(model, config.eval) as client:
+
+            def chat(messages, schema):
+                return client.chat(messages, schema=schema, **sampling(model))
+
             outcome = runner.run(
-                calls, _no_model, cache, concurrency=1, max_error_rate=config.eval.max_error_rate,
-                on_result=record, hits=hits,
+                calls, chat, cache, concurrency=config.eval.concurrency,
+                max_error_rate=config.eval.max_error_rate, on_result=record, hits=hits,
             )  # fmt: skip
-        else:
-            with connect(model, config.eval) as client:
-
-                def chat(messages, schema):
-                    return client.chat(messages, schema=schema, **sampling(model))
-
-                outcome = runner.run(
-                    calls, chat, cache, concurrency=config.eval.concurrency,
-                    max_error_rate=config.eval.max_error_rate, on_result=record, hits=hits,
-                )  # fmt: skip
     # Rewrite in plan order (the live file was in completion order).
     args.results.write_text("".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in outcome.results))
 
@@ -105,7 +101,3 @@ def main(argv: list[str] | None = None, prog: str = "evaluate") -> int:
     for item in missed:
         print(f"threshold missed: {item}", file=sys.stderr if args.check else sys.stdout)
     return 1 if (args.check and missed) else 0
-
-
-def _no_model(messages, schema):  # pragma: no cover - never called: every call is cached
-    raise AssertionError("cache-complete run must not call the model")
