@@ -92,20 +92,20 @@ def stable(tmp_path_factory):
     root = tmp_path_factory.mktemp("stable")
     source = write_version(ROOT, root / "champion", model.base_url, canary=THRESHOLDS)
     with in_process(PACKAGE, source, "champion", root / "server.log") as url:
-        _traffic(url)
+        assert set(_traffic(url)) == {200}, "the stable track must answer every request"
         yield url, source
     model.stop()
 
 
-def _traffic(url: str) -> None:
+def _traffic(url: str) -> list[int]:
+    """TRAFFIC answers from the track at `url`: their HTTP statuses."""
     from concurrent.futures import ThreadPoolExecutor
 
     def send(i: int) -> int:
         return requests.post(f"{url}/v1/answer", json={"message": MESSAGES[i % len(MESSAGES)]}, timeout=30).status_code
 
     with ThreadPoolExecutor(4) as pool:
-        statuses = list(pool.map(send, range(TRAFFIC)))
-    assert len(statuses) == TRAFFIC
+        return list(pool.map(send, range(TRAFFIC)))
 
 
 @pytest.mark.parametrize(
