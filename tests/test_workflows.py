@@ -6,6 +6,7 @@ post-gen hook (which swaps the eval job's runner line).
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -213,6 +214,35 @@ def test_deploy_job_contract(default_project: Path) -> None:
     uses = [s.get("uses", "").split("@")[0] for s in steps(deploy)]
     assert "aws-actions/configure-aws-credentials" in uses
     assert any("make canary-deploy" in s.get("run", "") for s in steps(deploy))
+
+
+def _canary_deploy(project: Path, tmp_path: Path, kubectl_exit: int, **env: str) -> subprocess.CompletedProcess:
+    """The deploy job's `make canary-deploy`, with stub kubectl and docker that log their calls."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for tool_name, code in (("kubectl", kubectl_exit), ("docker", 0)):
+        stub = bin_dir / tool_name
+        stub.write_text(f'#!/bin/sh\necho "{tool_name} $*" >> "{tmp_path}/calls.log"\nexit {code}\n')
+        stub.chmod(0o755)
+    path = f"{bin_dir}:{os.environ['PATH']}"
+    return subprocess.run(
+        ["make", "--no-print-directory", "canary-deploy"], cwd=project, check=False, capture_output=True,
+        text=True, timeout=60, env={**os.environ, "PATH": path, "IMAGE_REPO": "", **env},
+    )  # fmt: skip
+
+
+def test_canary_deploy_without_a_cluster_deploys_nothing_and_stays_green(default_project: Path, tmp_path: Path):
+    result = _canary_deploy(default_project, tmp_path, kubectl_exit=1)
+    assert result.returncode == 0, result.stderr
+    assert "no Kubernetes cluster reachable" in result.stdout
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert calls == ["kubectl version --request-timeout=5s"]  # no build, no push, no apply
+
+
+def test_canary_deploy_with_a_cluster_but_no_image_repo_stops_before_building(default_project: Path, tmp_path: Path):
+    result = _canary_deploy(default_project, tmp_path, kubectl_exit=0)
+    assert result.returncode != 0 and "set IMAGE_REPO" in result.stderr
+    assert not any(c.startswith("docker") for c in (tmp_path / "calls.log").read_text().splitlines())
 
 
 def test_retrain_opens_a_pr_and_never_merges(default_project: Path) -> None:
