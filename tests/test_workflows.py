@@ -195,7 +195,8 @@ def test_eval_job_contract(default_project: Path) -> None:
     assert "actions/cache" in uses and "actions/upload-artifact" in uses
     cache = next(s for s in steps(ev) if s.get("uses", "").startswith("actions/cache@"))
     assert "~/.cache/cookiecutter-llmops/wheels" in cache["with"]["path"]
-    for part in ("runner.os", "runner.arch", "hashFiles('pyproject.toml')"):
+    # The wheel is compiled for the CPU (-march=native): a runner with other CPU features must not reuse it.
+    for part in ("runner.os", "runner.arch", "steps.cpu.outputs.flags", "hashFiles('pyproject.toml')"):
         assert part in cache["with"]["key"]
     scripts = "\n".join(s.get("run", "") for s in steps(ev))
     for target in ("setup", "pull", "repro", "gate", "fetch-base"):
