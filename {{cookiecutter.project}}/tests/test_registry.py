@@ -79,6 +79,9 @@ def test_plots_name_a_missing_or_broken_results_file(tmp_path):
 
 
 def test_register_refuses_a_version_below_the_thresholds(project, capsys):
+    write_eval_outputs(project, pass_rate="0.9")  # not a number: a miss, as in the gate
+    assert register_stage.main(["--out", "models/version.json"]) == 1
+    assert "refused: thresholds missed: pass_rate = 0.9 < " in capsys.readouterr().err
     write_eval_outputs(project, pass_rate=0.1)
     assert register_stage.main(["--out", "models/version.json"]) == 1
     assert "refused: thresholds missed: pass_rate" in capsys.readouterr().err

@@ -27,6 +27,7 @@ from typing import Any
 
 from . import gate_report, paired
 from . import settings as settings_mod
+from .evaluation.metrics import is_number, missed_thresholds
 from .gate_inputs import (
     GateInputError,
     at_base,
@@ -70,10 +71,6 @@ class GateResult:
         if self.failed:
             return "failed"
         return "warn" if any(v.status == "warn" for v in self.verdicts) else "passed"
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def check_head(metrics: Mapping[str, Any], required: Sequence[str], source: str) -> None:
@@ -124,16 +121,12 @@ def judge(
         else:
             status, why = "ok", f"within tolerance {tolerance:g}"
         result.verdicts.append(Verdict(name, old, new, status, why))
-    for name, bar in config.thresholds.min.items():
-        value = head_metrics.get(name)
-        if not is_number(value) or value < bar:
-            old = diff.get(name, {}).get("old")
-            result.verdicts.append(Verdict(name, old, value, "regression", f"below the absolute threshold {bar:g}"))
-    for name, bar in config.thresholds.max.items():
-        value = head_metrics.get(name)
-        if not is_number(value) or value > bar:
-            old = diff.get(name, {}).get("old")
-            result.verdicts.append(Verdict(name, old, value, "regression", f"above the absolute threshold {bar:g}"))
+    for miss in missed_thresholds(head_metrics, config.thresholds.min, config.thresholds.max):
+        side = "below" if miss.bound == "min" else "above"
+        old = diff.get(miss.name, {}).get("old")
+        result.verdicts.append(
+            Verdict(miss.name, old, miss.value, "regression", f"{side} the absolute threshold {miss.bar:g}")
+        )
     return result
 
 

@@ -10,6 +10,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .evaluation.metrics import is_number
+
 ICONS = {"regression": "❌", "warn": "⚠️", "ok": "✅", "new": "🆕", "info": "·"}
 CELL_CHARS = 120
 MAX_ROWS = 25  # flipped examples listed per direction; the rest are counted
@@ -47,7 +49,7 @@ def title(status: str, base: str) -> str:
 def metrics_table(verdicts: Sequence[Any]) -> list[str]:
     lines = ["| metric | base | head | delta | verdict |", "| --- | ---: | ---: | ---: | --- |"]
     for v in verdicts:
-        numeric = all(isinstance(x, int | float) and not isinstance(x, bool) for x in (v.old, v.new))
+        numeric = all(is_number(x) for x in (v.old, v.new))
         delta = number(v.new - v.old) if numeric else "—"
         lines.append(
             f"| {v.metric} | {number(v.old)} | {number(v.new)} | {delta} | {ICONS[v.status]} {cell(v.why, 300)} |"

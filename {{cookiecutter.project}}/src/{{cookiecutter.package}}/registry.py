@@ -30,6 +30,7 @@ import yaml
 
 from . import PACKAGE
 from .errors import UserError
+from .evaluation.metrics import is_number
 from .prompts import Prompt
 from .settings import ModelSettings
 
@@ -122,11 +123,7 @@ def numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     """The metrics MLflow can log: finite numbers (booleans and nulls are left out)."""
     import math
 
-    return {
-        k: float(v)
-        for k, v in metrics.items()
-        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-    }
+    return {k: float(v) for k, v in metrics.items() if is_number(v) and math.isfinite(v)}
 
 
 def run_params(model: ModelSettings, prompt_versions: Mapping[str, str]) -> dict[str, str]:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from .runner import Result
 from .stats import percentile, wilson_interval
+
+if TYPE_CHECKING:  # the gate imports this module; it needs no runner
+    from .runner import Result
 
 
 def per_example(results: Sequence[Result]) -> dict[str, dict[str, Any]]:
@@ -75,17 +78,32 @@ def compute(results: Sequence[Result], prices: Mapping[str, float]) -> dict[str,
     return metrics
 
 
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Miss:
+    """An absolute threshold (params.yaml `thresholds`) that a metric misses."""
+
+    name: str
+    value: Any  # None when the metric is missing
+    bar: float
+    bound: str  # "min" | "max"
+
+    def __str__(self) -> str:
+        return f"{self.name} = {self.value} {'<' if self.bound == 'min' else '>'} {self.bar} ({self.bound})"
+
+
 def missed_thresholds(
-    metrics: Mapping[str, float], minimum: Mapping[str, float], maximum: Mapping[str, float]
-) -> list[str]:
-    """Human-readable list of absolute thresholds the metrics miss (a missing metric misses)."""
+    metrics: Mapping[str, Any], minimum: Mapping[str, float], maximum: Mapping[str, float]
+) -> list[Miss]:
+    """The absolute thresholds the metrics miss: the evaluate stage, register and the gate all ask
+    this one function. A missing or non-numeric metric misses."""
     missed = []
-    for name, bar in minimum.items():
-        value = metrics.get(name)
-        if value is None or value < bar:
-            missed.append(f"{name} = {value} < {bar} (min)")
-    for name, bar in maximum.items():
-        value = metrics.get(name)
-        if value is None or value > bar:
-            missed.append(f"{name} = {value} > {bar} (max)")
+    for bound, bars in (("min", minimum), ("max", maximum)):
+        for name, bar in bars.items():
+            value = metrics.get(name)
+            if not is_number(value) or (value < bar if bound == "min" else value > bar):
+                missed.append(Miss(name, value, bar, bound))
     return missed

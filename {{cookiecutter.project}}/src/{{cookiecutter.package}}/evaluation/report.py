@@ -23,7 +23,7 @@ def render(
     metrics: Mapping[str, Any],
     results: Sequence[Result],
     *,
-    missed: Sequence[str],
+    missed: Sequence[object],  # metrics.Miss, shown as text
     prompt_versions: Mapping[str, str],
     model: str,
     aborted: str | None = None,

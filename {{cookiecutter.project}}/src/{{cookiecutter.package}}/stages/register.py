@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None, prog: str = "register") -> int:
     metrics = json.loads(args.metrics.read_text())
     missed = missed_thresholds(metrics, config.thresholds.min, config.thresholds.max)
     if missed:
-        print(f"{prog}: refused: thresholds missed: " + "; ".join(missed), file=sys.stderr)
+        print(f"{prog}: refused: thresholds missed: " + "; ".join(map(str, missed)), file=sys.stderr)
         return 1
     # Refused here, not when a pod loads it: the served version must have what the service needs.
     prompts, _ = servable(args.prompts, args.policies)
