@@ -101,6 +101,26 @@ def test_register_refuses_a_version_the_service_could_not_load(project):
     assert not Path(registry.sqlite_path(os.environ["MLFLOW_TRACKING_URI"])).exists()  # MLflow untouched
 
 
+def test_serving_a_version_whose_files_are_gone_is_one_clear_error(project, tmp_path, monkeypatch):
+    import shutil
+    from urllib.parse import urlparse
+
+    from mlflow import MlflowClient
+
+    write_eval_outputs(project)
+    register(project)
+    assert lifecycle.main([], prog="x promote") == 0
+    version = MlflowClient().search_model_versions()[0]
+    artifacts = Path(urlparse(MlflowClient().get_run(version.run_id).info.artifact_uri).path)
+    shutil.rmtree(artifacts / registry.APP_ARTIFACT)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    with pytest.raises(UserError, match=rf"cannot download {registry.APP_ARTIFACT}/ of .* version 1"):
+        versions.load("champion", versions.REGISTRY_SOURCE)
+    assert not list(scratch.iterdir())
+
+
 def test_register_promote_rollback_and_the_champion_answers(project, fake_model, tmp_path, monkeypatch):
     import mlflow
     from mlflow import MlflowClient

@@ -280,7 +280,6 @@ def register(
         for path in artifacts:
             if path.is_file():
                 mlflow.log_artifact(str(path), artifact_path="eval")
-        mlflow.log_artifacts(str(prompts_dir), artifact_path="prompts")
         # The served app version (versions.py reads it back through fetch_app_version): the
         # prompts, params and policies as one directory, exactly as a local version directory.
         mlflow.log_artifacts(str(prompts_dir), artifact_path=f"{APP_ARTIFACT}/prompts")
@@ -368,8 +367,15 @@ def fetch_app_version(alias: str, dest: Path) -> str:
             f"MLflow registry: {model_name} has no version aliased {alias!r} (run `dvc repro`, then `promote`)"
         )
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path=APP_ARTIFACT, dst_path=tmp)
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path=APP_ARTIFACT, dst_path=tmp)
+        except (MlflowException, OSError) as exc:
+            raise RegistryError(
+                f"MLflow registry at {redact(uri)}: cannot download {APP_ARTIFACT}/ of {model_name} version "
+                f"{version.version} (registered before app versions were logged?): {str(exc)[:200]}"
+            ) from None
         shutil.copytree(local, dest, dirs_exist_ok=True)
     return str(version.version)
