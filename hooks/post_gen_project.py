@@ -21,15 +21,38 @@ PACKAGE = ANSWERS["package"]
 # Files that only make sense for one answer of an option: deleted when another answer was chosen.
 ONLY_FOR = {
     ("model_backend", "embedded"): [
-        f"src/{PACKAGE}/local_model.py",
-        "tests/test_local_model.py",
+        f"src/{PACKAGE}/app/embedded.py",
+        "tests/test_embedded.py",
+        "tests/support/test_support_embedded.py",
     ],
+    # The example app: its code, prompts, data and tests. The framework never names them.
+    ("example_app", "support-bot"): [
+        f"src/{PACKAGE}/support",
+        "tests/support",
+        "prompts/classify_intent.yaml",
+        "prompts/extract_order.yaml",
+        "prompts/answer_policy.yaml",
+        "data/policies.yaml",
+    ],
+    ("example_app", "none"): [
+        "prompts/sentiment.yaml",
+        "tests/prompts",
+        "eval/golden.none.jsonl",
+    ],
+}
+# Files of an answer that take the place of the default's (moved before pruning).
+MOVES = {
+    ("example_app", "none"): [("eval/golden.none.jsonl", "eval/golden.jsonl")],
 }
 EVAL_RUNNER_MARKER = "runs-on: ubuntu-latest  # eval_runner"
 EVAL_RUNNERS = {"ubuntu-latest": "ubuntu-latest", "self-hosted-gpu": "[self-hosted, gpu]"}
 
 
 def prune(root: Path, answers: dict) -> None:
+    for (option, value), moves in MOVES.items():
+        if answers[option] == value:
+            for source, target in moves:
+                (root / source).replace(root / target)
     for (option, value), paths in ONLY_FOR.items():
         if answers[option] == value:
             continue

@@ -11,6 +11,7 @@ ANSWERS = {
     "project": {{ cookiecutter.project | jsonify }},
     "package": {{ cookiecutter.package | jsonify }},
     "python_version": {{ cookiecutter.python_version | jsonify }},
+    "example_app": {{ cookiecutter.example_app | jsonify }},
     "model_backend": {{ cookiecutter.model_backend | jsonify }},
     "dvc_remote": {{ cookiecutter.dvc_remote | jsonify }},
     "mlflow_tracking": {{ cookiecutter.mlflow_tracking | jsonify }},
@@ -18,6 +19,7 @@ ANSWERS = {
 }
 
 CHOICES = {
+    "example_app": ("support-bot", "none"),
     "model_backend": ("embedded", "openai-compatible"),
     "dvc_remote": ("local", "s3"),
     "mlflow_tracking": ("sqlite", "server"),

@@ -31,6 +31,17 @@ def all_combinations() -> list[dict[str, str]]:
 
 SUPPORTED = [c for c in all_combinations() if unsupported(c) is None]
 DEFAULTS = {k: v[0] for k, v in OPTIONS.items()}
+# The options that change the baked code (the package and its tests); the others change only text
+# (params, configs, workflows, docs). The generated suite runs once per distinct code tree.
+CODE_OPTIONS = ("model_backend", "example_app")
+
+
+def code_tree(answers: dict[str, str]) -> tuple[str, ...]:
+    return tuple(answers[k] for k in CODE_OPTIONS)
+
+
+# The first supported combination of each code tree (the defaults come first): its suite stands for all.
+TREES = list({code_tree(c): c for c in reversed(SUPPORTED)}.values())[::-1]
 
 
 def combo_id(answers: dict[str, str]) -> str:

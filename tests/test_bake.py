@@ -12,7 +12,17 @@ from pathlib import Path
 import pytest
 
 from tests.bakery import ROOT
-from tests.conftest import COOKIECUTTER, DEFAULTS, SUPPORTED, all_combinations, combo_id, run, unsupported
+from tests.conftest import (
+    COOKIECUTTER,
+    DEFAULTS,
+    SUPPORTED,
+    TREES,
+    all_combinations,
+    code_tree,
+    combo_id,
+    run,
+    unsupported,
+)
 
 PACKAGE = "support_bot"
 # Every file a default bake produces (outside .git). Adding a file to the template means adding it
@@ -21,35 +31,50 @@ DEFAULT_FILES = {
     ".cruft.json", ".dvc/.gitignore", ".dvc/config", ".dvcignore", ".env.example", ".gitattributes",
     ".github/dependabot.yml", ".github/workflows/ci.yml", ".github/workflows/retrain.yml", ".gitignore",
     ".python-version", "Makefile", "README.md", "dvc.yaml", "params.yaml", "pyproject.toml",
-    ".dockerignore", "Dockerfile", "data/policies.yaml",
-    "data/raw/README.md", "models/README.md", "eval/golden.jsonl",
+    ".dockerignore", "Dockerfile",
+    "data/raw/README.md", "data/processed/.gitignore", "models/README.md", "eval/golden.jsonl",
     "docs/runbooks/alerting.md", "docs/runbooks/incident.md", "docs/runbooks/rollback.md",
     "k8s/README.md", "k8s/configmap.yaml", "k8s/deployment-canary.yaml", "k8s/deployment-stable.yaml",
     "k8s/httproute.yaml", "k8s/kustomization.yaml", "k8s/namespace.yaml", "k8s/networkpolicy.yaml",
     "k8s/pdb.yaml", "k8s/service-canary.yaml", "k8s/service-stable.yaml", "k8s/service.yaml",
-    "k8s/serviceaccount.yaml",
-    "prompts/answer_policy.yaml", "prompts/classify_intent.yaml", "prompts/extract_order.yaml", "prompts/schema.json",
+    "k8s/serviceaccount.yaml", "prompts/schema.json",
     *(f"src/{PACKAGE}/{name}" for name in (
-        "__init__.py", "__main__.py", "app.py", "cli.py", "client.py", "errors.py", "gate.py", "local_model.py",
-        "prompts.py", "settings.py", "gate_inputs.py", "gate_report.py", "paired.py",
-        "canary.py", "observability.py", "server.py", "support.py", "versions.py",
-        "registry.py", "pyfunc_app.py", "lifecycle.py", "stages/plots.py",
-        "evaluation/__init__.py", "evaluation/cache.py", "evaluation/golden.py", "evaluation/metrics.py",
-        "evaluation/report.py", "evaluation/runner.py", "evaluation/scorers.py", "evaluation/stats.py",
-        "stages/__init__.py", "stages/evaluate.py", "stages/preprocess.py", "stages/register.py",
-        "testing/__init__.py", "testing/fake_model.py",
+        "__init__.py", "__main__.py", "cli.py", "errors.py", "settings.py",
+        "app/__init__.py", "app/client.py", "app/contract.py", "app/embedded.py", "app/loader.py",
+        "app/prompts.py", "app/runtime.py", "app/scaffold.py",
+        "evaluation/__init__.py", "evaluation/cache.py", "evaluation/catalogue.py", "evaluation/golden.py",
+        "evaluation/metrics.py", "evaluation/report.py", "evaluation/results.py", "evaluation/runner.py",
+        "evaluation/scorers.py", "evaluation/stats.py",
+        "gate/__init__.py", "gate/command.py", "gate/inputs.py", "gate/paired.py", "gate/report.py",
+        "gate/verdict.py",
+        "registry/__init__.py", "registry/lifecycle.py", "registry/pyfunc.py", "registry/store.py",
+        "registry/versions.py",
+        "serving/__init__.py", "serving/canary.py", "serving/observability.py", "serving/rollout.py",
+        "serving/server.py",
+        "stages/__init__.py", "stages/evaluate.py", "stages/plots.py", "stages/preprocess.py",
+        "stages/register.py",
+        "testing/__init__.py", "testing/fake_model.py", "testing/prompt_checks.py", "testing/toy.py",
     )),
-    "tests/conftest.py", "tests/live_server.py", "tests/test_canary.py",
-    "tests/test_cli.py", "tests/test_client.py", "tests/test_container.py", "tests/test_evaluate.py",
-    "tests/test_gate.py", "tests/test_golden.py", "tests/test_local_model.py", "tests/test_observability.py",
-    "tests/pipeline_outputs.py", "tests/test_prompts.py", "tests/test_registry.py", "tests/test_runner.py", "tests/test_scorers.py",
+    "tests/conftest.py", "tests/live_server.py", "tests/pipeline_outputs.py", "tests/test_canary.py",
+    "tests/test_cli.py", "tests/test_client.py", "tests/test_container.py", "tests/test_embedded.py",
+    "tests/test_evaluate.py", "tests/test_gate.py", "tests/test_golden.py", "tests/test_observability.py",
+    "tests/test_prompts.py", "tests/test_registry.py", "tests/test_runner.py", "tests/test_scorers.py",
     "tests/test_server.py", "tests/test_settings.py",
 }  # fmt: skip
-EMBEDDED_ONLY = {f"src/{PACKAGE}/local_model.py", "tests/test_local_model.py"}
+# The example app (example_app=support-bot): its code, prompts, data and tests, pruned with it.
+SUPPORT_BOT_FILES = {
+    "data/policies.yaml", "prompts/answer_policy.yaml", "prompts/classify_intent.yaml", "prompts/extract_order.yaml",
+    f"src/{PACKAGE}/support/__init__.py", f"src/{PACKAGE}/support/flow.py", f"src/{PACKAGE}/support/policies.py",
+    "tests/support/support_fakes.py", "tests/support/test_support_app.py", "tests/support/test_support_embedded.py",
+}  # fmt: skip
+# example_app=none: one generic prompt and the test `new prompt` writes for it.
+STARTER_FILES = {"prompts/sentiment.yaml", "tests/prompts/test_sentiment.py"}
+EMBEDDED_ONLY = {f"src/{PACKAGE}/app/embedded.py", "tests/test_embedded.py", "tests/support/test_support_embedded.py"}
 
 
 def expected_files(answers: dict[str, str]) -> set[str]:
     files = set(DEFAULT_FILES)
+    files |= SUPPORT_BOT_FILES if answers["example_app"] == "support-bot" else STARTER_FILES
     if answers["model_backend"] != "embedded":
         files -= EMBEDDED_ONLY
     return files
@@ -115,9 +140,28 @@ def test_each_option_changes_the_project(bake, answers):
         assert "tracking_uri: http://127.0.0.1:5000" in params
     runner = "ubuntu-latest" if answers["eval_runner"] == "ubuntu-latest" else "[self-hosted, gpu]"
     assert f"runs-on: {runner}  # eval_runner" in ci
+    dvc_yaml = (project / "dvc.yaml").read_text()
+    if answers["example_app"] == "support-bot":
+        assert f"entry: {PACKAGE}.support:APP" in params and "data/policies.yaml" in dvc_yaml
+        assert "prompt_routes: false" in params and "tag_intent_pass_rate" in params
+    else:
+        assert 'entry: ""' in params and "policies" not in dvc_yaml + params
+        assert "prompt_routes: true" in params and "intent" not in params
 
 
-@pytest.mark.parametrize("answers", SUPPORTED, ids=combo_id)
+def code_files(project: Path) -> dict[str, str]:
+    """What the generated suite runs: the package and its tests (path -> text)."""
+    return {rel: (project / rel).read_text() for rel in project_files(project) if rel.startswith(("src/", "tests/"))}
+
+
+@pytest.mark.parametrize("answers", [c for c in SUPPORTED if c not in TREES], ids=combo_id)
+def test_bakes_that_differ_only_in_text_share_a_tested_code_tree(bake, answers):
+    """The suite runs once per code tree (below); every other bake has exactly that tree's code."""
+    (tested,) = [t for t in TREES if code_tree(t) == code_tree(answers)]
+    assert code_files(bake(**answers)) == code_files(bake(**tested))
+
+
+@pytest.mark.parametrize("answers", TREES, ids=combo_id)
 def test_baked_project_passes_its_own_lint_and_tests(ready, answers):
     project = ready(**answers)
     run(project, "python", "-m", "ruff", "check", "src", "tests")

@@ -41,10 +41,12 @@ def test_dvc_repro_writes_every_output_and_registers(repro):
     project, first = repro
     for stage in ("preprocess", "evaluate", "register"):
         assert f"Running stage '{stage}'" in first.stdout
+    golden = [line for line in (project / "eval" / "golden.jsonl").read_text().splitlines() if line.strip()]
     metrics = json.loads((project / "eval" / "metrics.json").read_text())
-    assert metrics["examples"] == 38 and metrics["error_rate"] == 0.0
+    assert metrics["examples"] == len(golden) and metrics["error_rate"] == 0.0
     results = (project / "eval" / "results.jsonl").read_text().splitlines()
-    assert len(results) == 38 and all(json.loads(line)["output"] for line in results)
+    assert len(results) == len(golden) and all(json.loads(line)["output"] for line in results)
+    assert {json.loads(line)["target"] for line in results} >= {"classify_intent", "flow:answer"}
     assert "# Evaluation report" in (project / "eval" / "report.md").read_text()
     version = json.loads((project / "models" / "version.json").read_text())
     assert set(version["prompts"]) == {"answer_policy", "classify_intent", "extract_order"}

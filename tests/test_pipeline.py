@@ -45,16 +45,21 @@ def cli(pipeline, *args: str, check: bool = True) -> subprocess.CompletedProcess
     return run(pipeline.project, "support-bot", *args, check=check, **pipeline.env)
 
 
-def golden_count(project: Path, prompt: str) -> int:
+def golden_count(project: Path, target: str, key: str = "prompt") -> int:
+    """How many golden examples call `target` (a prompt; a flow with key="flow")."""
     lines = (project / "eval/golden.jsonl").read_text().splitlines()
-    return sum(json.loads(line)["prompt"] == prompt for line in lines if line.strip())
+    return sum(json.loads(line).get(key) == target for line in lines if line.strip())
+
+
+FLOW_CALLS = 3  # the support flow: classify, extract, answer
 
 
 def test_repro_registers_a_candidate_with_its_run_prompts_and_lineage(pipeline):
     project, mlflow = pipeline.project, client(pipeline)
-    assert pipeline.model.calls() == golden_count(project, "classify_intent") + golden_count(
-        project, "extract_order"
-    ) + golden_count(project, "answer_policy")
+    prompts = ("classify_intent", "extract_order", "answer_policy")
+    flows = golden_count(project, "answer", key="flow")
+    assert flows >= 5, "the example's golden set has end-to-end examples"
+    assert pipeline.model.calls() == sum(golden_count(project, p) for p in prompts) + FLOW_CALLS * flows
     record = json.loads((project / "models/version.json").read_text())
     assert record["registry"]["version"] == "1" and record["registry"]["alias"] == "candidate"
 
@@ -73,7 +78,7 @@ def test_repro_registers_a_candidate_with_its_run_prompts_and_lineage(pipeline):
     assert run_.data.params["prompt.classify_intent"] == record["prompts"]["classify_intent"]
     assert run_.data.params["model.temperature"] == "0.0"
     eval_artifacts = {Path(a.path).name for a in mlflow.list_artifacts(run_.info.run_id, "eval")}
-    assert eval_artifacts == {"metrics.json", "results.jsonl", "report.md"}
+    assert eval_artifacts == {"metrics.json", "catalogue.json", "results.jsonl", "report.md"}
     prompt_files = {Path(a.path).name for a in mlflow.list_artifacts(run_.info.run_id, "app_version/prompts")}
     assert {"classify_intent.yaml", "extract_order.yaml", "answer_policy.yaml"} <= prompt_files
     for prompt_id, content_hash in record["prompts"].items():
@@ -98,8 +103,10 @@ def test_second_repro_is_a_no_op_and_a_prompt_change_reruns_only_its_examples(pi
     assert "evaluate:" in status and "preprocess:" not in status
     rerun = run(project, "python", "-m", "dvc", "repro", **pipeline.env)
     assert "Stage 'preprocess' didn't change, skipping" in rerun.stdout
-    # The response cache answers every example of the unchanged prompts.
-    assert pipeline.model.calls() == calls + golden_count(project, "classify_intent")
+    # The response cache answers every call of the unchanged prompts, inside flows too: only the
+    # classify_intent calls are made again (its examples', and the first call of each flow example).
+    flows = golden_count(project, "answer", key="flow")
+    assert pipeline.model.calls() == calls + golden_count(project, "classify_intent") + flows
     record = json.loads((project / "models/version.json").read_text())
     assert record["registry"]["version"] == "2"
     assert record["registry"]["prompt_registry_versions"] == {

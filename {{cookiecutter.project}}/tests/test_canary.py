@@ -10,26 +10,22 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from live_server import in_process, metric, wait_for, write_version
+from live_server import in_process, metric, wait_for
 from pipeline_outputs import register, write_eval_outputs
 
-from {{ cookiecutter.package }}.canary import TrackStats, decide, quantile, stats_from_metrics
 from {{ cookiecutter.package }}.cli import main
-from {{ cookiecutter.package }}.observability import Metrics
+from {{ cookiecutter.package }}.serving.canary import TrackStats, decide, quantile, stats_from_metrics
+from {{ cookiecutter.package }}.serving.observability import Metrics
 from {{ cookiecutter.package }}.settings import CanarySettings
-from {{ cookiecutter.package }}.testing.fake_model import FakeModel, support_answers
+from {{ cookiecutter.package }}.testing import toy
+from {{ cookiecutter.package }}.testing.fake_model import FakeModel
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "{{ cookiecutter.package }}"
 TRAFFIC = 24
 # A wide latency margin: this must not flake on a loaded CI machine; the slow candidate is far beyond it.
 THRESHOLDS = {"min_requests": 20, "min_shadow_samples": 10, "latency_p95_margin_s": 0.2}
-MESSAGES = (
-    "Where is my order BH-10422?",
-    "I want a refund for BH-20001, email me at ana@example.com",
-    "How do I reset my password?",
-    "Is the linen duvet in stock in size king?",
-)
+TEXTS = ("a good lamp", "a bad chair, write to ana@example.com", "good service", "the sofa is late")
 
 
 # ------------------------------------------------------------------------------------------ pure parts
@@ -46,8 +42,8 @@ def test_quantile_matches_prometheus_histogram_quantile():
 def test_stats_are_read_back_from_the_servers_own_metrics():
     metrics = Metrics("m", "p1")
     for status, seconds in (("200", 0.02), ("200", 0.03), ("502", 0.2), ("422", 0.001)):
-        metrics.label(metrics.requests, status=status).inc()
-        metrics.label(metrics.latency).observe(seconds)
+        metrics.label(metrics.requests, status=status, route="/v1/reply").inc()
+        metrics.label(metrics.latency, route="/v1/reply").observe(seconds)
     metrics.shadow.labels(outcome="agree", shadow_version="v2").inc(3)
     metrics.shadow.labels(outcome="disagree", shadow_version="v2").inc()
     stats = stats_from_metrics(metrics.render()[0].decode())
@@ -87,10 +83,10 @@ def test_decide(canary, verdict, failing):
 @pytest.fixture(scope="module")
 def stable(tmp_path_factory):
     """The stable track: a server process on the champion, whose model behaves."""
-    model = FakeModel(support_answers())
+    model = FakeModel(toy.answers)
     model.start()
     root = tmp_path_factory.mktemp("stable")
-    source = write_version(ROOT, root / "champion", model.base_url, canary=THRESHOLDS)
+    source = toy.write_version(ROOT, root / "champion", model.base_url, canary=THRESHOLDS)
     with in_process(PACKAGE, source, "champion", root / "server.log") as url:
         assert set(_traffic(url)) == {200}, "the stable track must answer every request"
         yield url, source
@@ -102,7 +98,7 @@ def _traffic(url: str) -> list[int]:
     from concurrent.futures import ThreadPoolExecutor
 
     def send(i: int) -> int:
-        return requests.post(f"{url}/v1/answer", json={"message": MESSAGES[i % len(MESSAGES)]}, timeout=30).status_code
+        return requests.post(f"{url}/v1/reply", json={"text": TEXTS[i % len(TEXTS)]}, timeout=30).status_code
 
     with ThreadPoolExecutor(4) as pool:
         return list(pool.map(send, range(TRAFFIC)))
@@ -111,10 +107,10 @@ def _traffic(url: str) -> list[int]:
 @pytest.mark.parametrize(
     ("model", "verdict", "signal"),
     [
-        (FakeModel(support_answers(), error_every=3), "rollback", "error_rate"),
-        (FakeModel(support_answers(), latency_s=0.2), "rollback", "latency_p95"),
-        (FakeModel(support_answers(intent="other")), "rollback", "shadow_agreement"),
-        (FakeModel(support_answers()), "promote", None),
+        (FakeModel(toy.answers, error_every=3), "rollback", "error_rate"),
+        (FakeModel(toy.answers, latency_s=0.2), "rollback", "latency_p95"),
+        (FakeModel(toy.always("bad")), "rollback", "shadow_agreement"),
+        (FakeModel(toy.answers), "promote", None),
     ],
     ids=["erroring-candidate", "slow-candidate", "disagreeing-candidate", "good-candidate"],
 )
@@ -122,7 +118,7 @@ def test_canary_analyze_on_live_servers(stable, tmp_path, capsys, model, verdict
     stable_url, champion = stable
     model.start()
     try:
-        source = write_version(ROOT, tmp_path / "candidate", model.base_url, canary=THRESHOLDS)
+        source = toy.write_version(ROOT, tmp_path / "candidate", model.base_url, canary=THRESHOLDS)
         # The canary mirrors every request to the champion: that is where agreement is measured.
         env = {"SHADOW_FRACTION": "1", "SHADOW_SOURCE": str(champion)}
         with in_process(PACKAGE, source, "candidate", tmp_path / "canary.log", **env) as canary_url:

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from {{ cookiecutter.package }}.client import REDACTED, ChatClient, ModelError, RetryPolicy, parse_retry_after
+from {{ cookiecutter.package }}.app.client import REDACTED, ChatClient, ModelError, RetryPolicy, parse_retry_after
 from {{ cookiecutter.package }}.testing.fake_model import FakeModel
 
 SENTINEL = "sk-SENTINEL-client-0123456789abcdef"

@@ -10,11 +10,13 @@ import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "{{ cookiecutter.package }}"
 # Imported only on optional paths that need their own extra: the embedded model (`embedded`) and
 # versions from the MLflow registry (APP_VERSION_SOURCE=registry).
-OPTIONAL = {"local_model", "registry"}
+OPTIONAL = {"app.embedded", "registry.store"}
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -42,8 +44,12 @@ def test_image_is_slim_non_root_and_healthchecked():
     (cmd,) = [arg for op, arg in final if op == "CMD"]
     # Inside the container the service must listen beyond loopback (the pod IP).
     assert ast.literal_eval(cmd)[:6] == ["python", "-m", PACKAGE, "serve", "--host", "0.0.0.0"]  # noqa: S104
-    # The embedded model is opt-in.
-    assert ("ARG", "EMBEDDED_MODEL=false") in steps
+    # The embedded model is opt-in where the project has it, and not mentioned where it does not.
+    if (ROOT / "src" / PACKAGE / "app" / "embedded.py").exists():
+        assert ("ARG", "EMBEDDED_MODEL=false") in steps
+    else:
+        assert "EMBEDDED_MODEL" not in (ROOT / "Dockerfile").read_text()
+        assert "embedded" not in (ROOT / "Makefile").read_text().split("image:")[1].split("\n")[0]
 
 
 def test_no_secrets_in_the_image():
@@ -70,20 +76,30 @@ def test_every_copied_path_exists_and_is_in_the_build_context():
             assert any(source == a or fnmatch(source, a) for a in allowed), f"{source} is not in the build context"
 
 
-def _imports(path: Path) -> tuple[set[str], set[str]]:
-    """(third-party top-level modules, sibling modules) imported anywhere in `path`."""
+def _imports(path: Path, module: str) -> tuple[set[str], set[str]]:
+    """(third-party top-level modules, package modules as dotted names) imported anywhere in `path`,
+    the package module `module` ("" for the package itself)."""
+    package = module.split(".")[:-1] if path.name != "__init__.py" else module.split(".") if module else []
     external, local = set(), set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             external.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                local.add((node.module or "").split(".")[0] or "__init__")
-                if not node.module:
-                    local.update(alias.name for alias in node.names)
+                base = package[: len(package) - node.level + 1]
+                if node.module:
+                    local.add(".".join([*base, node.module]))
+                else:  # `from . import x`: x is a module of that package, or a name of its __init__
+                    local.update(".".join([*base, alias.name]) for alias in node.names)
+                    local.add(".".join(base))
             elif node.module:
                 external.add(node.module.split(".")[0])
     return external - set(sys.stdlib_module_names) - {"__future__"}, local
+
+
+def _source(package_dir: Path, module: str) -> Path | None:
+    base = package_dir.joinpath(*module.split(".")) if module else package_dir
+    return next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.exists()), None)
 
 
 def _closure(requirements: list[str]) -> set[str]:
@@ -105,17 +121,21 @@ def test_the_serve_extra_provides_every_module_the_server_imports():
     serve = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["serve"]
     installed = _closure(serve)
     providers = md.packages_distributions()
-    todo, seen, needed = ["server"], set(), set()
+    # The server, and the app the project names (params.yaml app.entry), which the server imports by name.
+    entry = yaml.safe_load((ROOT / "params.yaml").read_text())["app"]["entry"]
+    app_module = entry.partition(":")[0].removeprefix(f"{PACKAGE}.") if entry else None
+    todo, seen, needed = ["serving.server", *([app_module] if app_module else [])], set(), set()
     while todo:
         module = todo.pop()
-        path = package_dir / f"{module}.py"
-        if module in seen or module in OPTIONAL or not path.exists():
+        path = _source(package_dir, module)
+        if module in seen or module in OPTIONAL or path is None:
             continue
         seen.add(module)
-        external, local = _imports(path)
+        external, local = _imports(path, module)
         needed |= external
         todo += local
-    assert {"server", "observability", "versions", "app", "client", "prompts"} <= seen
+    assert {"serving.server", "serving.observability", "registry.versions", "app.runtime", "app.client"} <= seen
+    assert "app.loader" in seen and "app.prompts" in seen
     for module in sorted(needed - {PACKAGE}):
         dists = {d.lower().replace("_", "-") for d in providers.get(module, [])}
         assert dists & installed, f"`import {module}` is not provided by the serve extra ({serve})"

@@ -20,7 +20,8 @@ SENTINEL = "sk-SENTINEL-e2e-4f1c9a7d2b8e6f30"
 KEY_ENV = "TEST_MODEL_API_KEY"
 
 # Braces below are template placeholders, not cookiecutter variables.{% raw %}
-TEMPLATE = "id: {id}\ndescription: test\nvariables: [text]\nmessages:\n  - {{role: system, content: '{system}'}}\n  - {{role: user, content: '{{text}}'}}\n"{% endraw %}
+TEMPLATE = "id: {id}\ndescription: test\nvariables: [text]\nmessages:\n  - {{role: system, content: '{system}'}}\n  - {{role: user, content: '{{text}}'}}\n"
+# {% endraw %}(end of the template placeholders)
 
 
 def params(url, *, concurrency=4, repeats=1, max_error_rate=0.9, min_pass_rate=0.1):
@@ -103,8 +104,8 @@ def test_a_rerun_makes_zero_calls_and_a_template_change_requeries_only_its_examp
         shout.write_text(shout.read_text().replace("Repeat (shout).", "Repeat it LOUDLY."))
         assert evaluate(tmp_path).returncode == 0
         assert server.calls() == 3 and all(s.content.startswith("shout") for s in server.seen)
-        versions = {(r["prompt"], r["prompt_version"]) for r in results(tmp_path)}
-        old = {(r["prompt"], r["prompt_version"]) for r in first}
+        versions = {(r["target"], r["version"]) for r in results(tmp_path)}
+        old = {(r["target"], r["version"]) for r in first}
         assert {v for v in versions if v[0] == "echo"} == {v for v in old if v[0] == "echo"}
         assert {v for v in versions if v[0] == "shout"}.isdisjoint(old)
 

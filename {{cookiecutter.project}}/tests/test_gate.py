@@ -6,18 +6,13 @@ on a real repository; these pin the rules themselves.
 
 import pytest
 
-from {{ cookiecutter.package }}.gate import GateInputError, GateResult, Verdict, judge, lower_is_better, render
-from {{ cookiecutter.package }}.gate_report import cell, shown_input
-from {{ cookiecutter.package }}.paired import (
-    Paired,
-    ResultsError,
-    compare,
-    decide,
-    example_rates,
-    mcnemar_p,
-    paired_metrics,
-    parse_results,
-)
+from {{ cookiecutter.package }}.evaluation import catalogue
+from {{ cookiecutter.package }}.evaluation.results import Result, ResultsError
+from {{ cookiecutter.package }}.evaluation.results import parse as parse_results
+from {{ cookiecutter.package }}.gate.inputs import GateInputError, GateInputs
+from {{ cookiecutter.package }}.gate.paired import Paired, compare, decide, example_rates, mcnemar_p, paired_metrics
+from {{ cookiecutter.package }}.gate.report import cell, render, shown_input
+from {{ cookiecutter.package }}.gate.verdict import GateResult, Verdict, judge
 from {{ cookiecutter.package }}.settings import parse
 
 SETTINGS = parse(
@@ -33,8 +28,16 @@ gate:
 )
 
 
+NAMES = ["pass_rate", "pass_rate_ci_low", "error_rate", "latency_p95_ms", "cost_usd", "json_schema_rate"]
+CATALOGUE = catalogue.build([*NAMES, "tag_intent_pass_rate"], {"json_schema": "schema"}, ["intent"])
+PASS_RATE, INTENT, SCHEMA = (CATALOGUE[n] for n in ("pass_rate", "tag_intent_pass_rate", "json_schema_rate"))
+
+
 def result(example, passed, repeat=0, **extra):
-    return {"id": example, "repeat": repeat, "passed": passed, "output": f"out-{example}", "error": None, **extra}
+    return Result.from_json(
+        {"id": example, "repeat": repeat, "target": "p", "version": "v", "passed": passed, "output": f"out-{example}"}
+        | extra
+    )
 
 
 def results(verdicts):
@@ -48,7 +51,7 @@ def results(verdicts):
 def test_flips_are_counted_per_example_and_flaky_ones_set_apart():
     base = results({"a": [True], "b": [True], "c": [False], "d": [True, False], "e": [True], "gone": [True]})
     head = results({"a": [True], "b": [False], "c": [True], "d": [False, False], "e": [None], "new": [False]})
-    paired = compare(base, head, "pass_rate")
+    paired = compare(base, head, PASS_RATE)
     assert paired.pass_to_fail == ["b"] and paired.fail_to_pass == ["c"]
     assert paired.flaky == {"d": (0.5, 0.0)}  # flaky on the base: not a flip
     assert paired.examples == 4  # e errored on the head, gone/new exist on one side only
@@ -56,13 +59,13 @@ def test_flips_are_counted_per_example_and_flaky_ones_set_apart():
 
 def test_repeats_make_one_unit_per_example():
     """Three repeats of one broken example are one flip, not three independent pairs."""
-    paired = compare(results({"a": [True] * 3}), results({"a": [False] * 3}), "pass_rate")
+    paired = compare(results({"a": [True] * 3}), results({"a": [False] * 3}), PASS_RATE)
     assert paired.pass_to_fail == ["a"] and paired.p_value == 0.5
 
 
 def test_errors_are_not_failures():
-    assert example_rates(results({"a": [None, True, None]}), "pass_rate") == {"a": 1.0}
-    assert example_rates(results({"a": [None]}), "pass_rate") == {}
+    assert example_rates(results({"a": [None, True, None]}), PASS_RATE) == {"a": 1.0}
+    assert example_rates(results({"a": [None]}), PASS_RATE) == {}
 
 
 def test_tag_and_scorer_rates_pair_on_their_own_verdicts():
@@ -70,10 +73,14 @@ def test_tag_and_scorer_rates_pair_on_their_own_verdicts():
         result("a", False, tags=["intent"], scores={"json_schema": {"passed": True}}),
         result("b", True, tags=["extract"], scores={"json_schema": {"passed": False}}),
     ]
-    assert example_rates(records, "tag_intent_pass_rate") == {"a": 0.0}
-    assert example_rates(records, "json_schema_rate") == {"a": 1.0, "b": 0.0}
-    names = ["pass_rate", "tag_intent_pass_rate", "json_schema_rate", "error_rate", "latency_p95_ms"]
-    assert paired_metrics(names, records) == ["pass_rate", "tag_intent_pass_rate", "json_schema_rate"]
+    assert example_rates(records, INTENT) == {"a": 0.0}
+    assert example_rates(records, SCHEMA) == {"a": 1.0, "b": 0.0}
+    names = ["pass_rate", "tag_intent_pass_rate", "json_schema_rate", "error_rate", "latency_p95_ms", "unknown_rate"]
+    assert [m.name for m in paired_metrics(names, CATALOGUE)] == [
+        "pass_rate",
+        "tag_intent_pass_rate",
+        "json_schema_rate",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -81,6 +88,7 @@ def test_tag_and_scorer_rates_pair_on_their_own_verdicts():
     [
         ('{"id": "a", "repeat": 0, "passed": true}\n{"id": "b",\n', "results.jsonl:2: not valid JSON"),
         ("[1, 2]\n", "results.jsonl:1: expected an object"),
+        ('{"id": "a", "repeat": 0, "passed": true, "scores": []}\n', "results.jsonl:1: `scores` must be an object"),
         ('{"id": "a", "repeat": 0, "passed": "yes"}\n', "results.jsonl:1: `repeat` must be an integer"),
     ],
 )
@@ -143,33 +151,58 @@ def diff(**changes):
     return entries
 
 
+def inputs(the_diff, head=HEAD, base_results=None, head_results=(), golden=None):
+    return GateInputs("main", the_diff, head, CATALOGUE, list(head_results), base_results, golden or {})
+
+
+def flip_results(pass_to_fail, fail_to_pass, examples=38):
+    """Base and head results with that many flips; the other examples pass on both sides."""
+    verdicts = [(True, False)] * pass_to_fail + [(False, True)] * fail_to_pass
+    verdicts += [(True, True)] * (examples - len(verdicts))
+    base = [result(f"e{i}", old) for i, (old, _) in enumerate(verdicts)]
+    head = [result(f"e{i}", new) for i, (_, new) in enumerate(verdicts)]
+    return base, head
+
+
+def judged(the_diff, head=HEAD, flips_=None):
+    """judge() on a diff, with base and head results holding `flips_` = (pass->fail, fail->pass)."""
+    base_results, head_results = flip_results(*flips_) if flips_ else (None, ())
+    return judge(inputs(the_diff, head, base_results, head_results), SETTINGS)
+
+
 def statuses(result: GateResult) -> dict[str, str]:
     return {v.metric: v.status for v in result.verdicts}
 
 
-def test_direction_aware_tolerance():
-    assert lower_is_better("latency_p95_ms") and lower_is_better("cost_usd") and lower_is_better("error_rate")
-    assert not lower_is_better("pass_rate") and not lower_is_better("tag_intent_pass_rate")
-    faster = judge(diff(latency_p95_ms=(900.0, 500.0)), SETTINGS, HEAD)
+def test_direction_comes_from_the_catalogue():
+    assert (
+        CATALOGUE["latency_p95_ms"].better == CATALOGUE["cost_usd"].better == CATALOGUE["error_rate"].better == "lower"
+    )
+    assert CATALOGUE["pass_rate"].better == CATALOGUE["tag_intent_pass_rate"].better == "higher"
+    faster = judged(diff(latency_p95_ms=(900.0, 500.0)))
     assert statuses(faster)["latency_p95_ms"] == "ok"
-    slower = judge(diff(latency_p95_ms=(300.0, 500.0)), SETTINGS, HEAD)
+    slower = judged(diff(latency_p95_ms=(300.0, 500.0)))
     assert statuses(slower)["latency_p95_ms"] == "regression" and slower.failed
-    pricier = judge(diff(cost_usd=(0.03, 0.05)), SETTINGS, HEAD)
+    pricier = judged(diff(cost_usd=(0.03, 0.05)))
     assert statuses(pricier)["cost_usd"] == "regression"
+    # A metric the catalogue does not know has no direction: reported, never judged by its name.
+    unknown = judge(GateInputs("main", diff(cost_usd=(0.03, 0.05)), HEAD, {}, [], None), SETTINGS)
+    assert statuses(unknown)["cost_usd"] == "info" and not unknown.failed
 
 
 def test_a_rate_drop_is_judged_by_the_paired_test_when_there_is_one():
     change = diff(pass_rate=(0.98, 0.9))
-    assert statuses(judge(change, SETTINGS, HEAD))["pass_rate"] == "regression"  # no pairs: tolerance
-    noisy = judge(change, SETTINGS, HEAD, {"pass_rate": flips(3, 0)})
+    assert statuses(judged(change))["pass_rate"] == "regression"  # no pairs: tolerance
+    noisy = judged(change, flips_=(3, 0))
     assert statuses(noisy)["pass_rate"] == "warn" and not noisy.failed and noisy.status == "warn"
-    real = judge(change, SETTINGS, HEAD, {"pass_rate": flips(6, 0)})
+    assert noisy.paired["pass_rate"].pass_to_fail == ["e0", "e1", "e2"]
+    real = judged(change, flips_=(6, 0))
     assert statuses(real)["pass_rate"] == "regression"
 
 
 def test_absolute_thresholds_and_first_run():
     low = {**HEAD, "pass_rate": 0.4}
-    result = judge({"pass_rate": {"old": None, "new": 0.4}, "error_rate": {"old": None, "new": 0.0}}, SETTINGS, low)
+    result = judged({"pass_rate": {"old": None, "new": 0.4}, "error_rate": {"old": None, "new": 0.0}}, low)
     assert [(v.metric, v.status) for v in result.verdicts] == [
         ("error_rate", "new"),
         ("pass_rate", "new"),
@@ -180,7 +213,7 @@ def test_absolute_thresholds_and_first_run():
 
 def test_interval_bounds_are_not_judged_twice():
     change = diff(pass_rate_ci_low=(0.9, 0.5))
-    assert "pass_rate_ci_low" not in statuses(judge(change, SETTINGS, HEAD))
+    assert "pass_rate_ci_low" not in statuses(judged(change))
 
 
 @pytest.mark.parametrize(
@@ -195,7 +228,7 @@ def test_interval_bounds_are_not_judged_twice():
 )
 def test_unusable_input_is_named(the_diff, head, message):
     with pytest.raises(GateInputError, match=message):
-        judge(the_diff, SETTINGS, head)
+        judged(the_diff, head)
 
 
 # ---- the report -----------------------------------------------------------------------------
@@ -215,10 +248,9 @@ def test_cells_are_one_line_truncated_and_escaped():
 def test_report_lists_flipped_examples_with_input_expected_and_outputs():
     base = [result("a", True), result("b", False)]
     head = [result("a", False, output="wrong | <b>"), result("b", True)]
-    pairs = {"pass_rate": compare(base, head, "pass_rate")}
-    outcome = judge(diff(pass_rate=(1.0, 0.5)), SETTINGS, {**HEAD, "pass_rate": 0.5}, pairs)
     golden = {"a": {"id": "a", "input": {"message": "where is it"}, "expected": {"intent": "order_status"}}}
-    text = render(outcome, "main", 0.05, golden, base, head)
+    loaded = inputs(diff(pass_rate=(1.0, 0.5)), {**HEAD, "pass_rate": 0.5}, base, head, golden)
+    text = render(judge(loaded, SETTINGS), loaded, 0.05)
     assert text.startswith("## ⚠️ Gate passed with warnings (base `main`)")  # 1 vs 1 flip: noise
     assert "| pass_rate | 2 | 1 | 1 | 0 | 0.75 |" in text
     assert '| a | where is it | {"intent": "order_status"} | out-a | wrong \\| &lt;b> |' in text
@@ -227,7 +259,7 @@ def test_report_lists_flipped_examples_with_input_expected_and_outputs():
 
 def test_report_puts_regressions_first():
     outcome = GateResult([Verdict("a_rate", 1.0, 1.0, "info"), Verdict("pass_rate", 0.9, 0.5, "regression", "down")])
-    text = render(outcome, "main", 0.05, {}, [], [])
+    text = render(outcome, inputs(diff()), 0.05)
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert rows[0].startswith("| pass_rate | 0.9000 | 0.5000 | -0.4000 | ❌ down |")
     assert text.startswith("## ❌ Gate failed")

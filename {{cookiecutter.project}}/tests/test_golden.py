@@ -1,18 +1,21 @@
 import json
+from pathlib import Path
 
 import pytest
 
-from {{ cookiecutter.package }}.evaluation.golden import GoldenSetError, check_prompts, load, parse_lines
-from {{ cookiecutter.package }}.prompts import load_all
+from {{ cookiecutter.package }}.app.loader import load_app
+from {{ cookiecutter.package }}.app.prompts import load_all
+from {{ cookiecutter.package }}.evaluation.golden import GoldenSetError, check_targets, load, parse_lines
+from {{ cookiecutter.package }}.settings import load as load_settings
 from {{ cookiecutter.package }}.stages.preprocess import main as preprocess_main
+from {{ cookiecutter.package }}.testing import toy
 
 
-def test_the_shipped_golden_set_is_valid_and_matches_the_prompts():
-    examples = load(__import__("pathlib").Path("eval/golden.jsonl"))
-    assert 30 <= len(examples) <= 60
-    check_prompts(examples, load_all(), "eval/golden.jsonl")
-    tags = {t for e in examples for t in e.tags}
-    assert {"normal", "edge", "injection"} <= tags
+def test_the_shipped_golden_set_is_valid_and_matches_the_prompts_and_flows():
+    examples = load(Path("eval/golden.jsonl"))
+    app = load_app(load_settings().app.entry)
+    check_targets(examples, load_all(), app.flows, "eval/golden.jsonl")
+    assert all(e.tags for e in examples), "every example is tagged (per-tag pass rates)"
 
 
 def test_every_bad_line_is_reported_with_its_number_and_field():
@@ -24,6 +27,10 @@ def test_every_bad_line_is_reported_with_its_number_and_field():
         json.dumps({"id": "c", "prompt": "p", "input": {}, "contians": ["typo"]}),
         json.dumps({"id": "d", "prompt": "p", "input": {}, "regex": "("}),
         json.dumps({"id": "e", "prompt": "p", "input": {}, "min_bleu": 30}),
+        json.dumps({"id": "f", "input": {}}),
+        json.dumps({"id": "g", "prompt": "p", "flow": "f", "input": {}}),
+        json.dumps({"id": "h", "prompt": "p", "input": {}, "todo": "write it"}),
+        json.dumps({"id": "i", "prompt": "p", "input": {}, "includes": {"aspects": "battery"}}),
     ]
     with pytest.raises(GoldenSetError) as err:
         parse_lines(lines, "golden.jsonl")
@@ -34,6 +41,27 @@ def test_every_bad_line_is_reported_with_its_number_and_field():
     assert "golden.jsonl:5: Additional properties are not allowed ('contians' was unexpected)" in message
     assert "golden.jsonl:6: regex: invalid pattern" in message
     assert "golden.jsonl:7: (line): 'reference' is a dependency of 'min_bleu'" in message
+    assert "golden.jsonl:8: needs exactly one of `prompt` (a prompt id) or `flow` (a flow of the app)" in message
+    assert "golden.jsonl:9: needs exactly one of `prompt`" in message
+    assert "golden.jsonl:10: todo: a stub to fill in (write it), then delete `todo`" in message
+    assert "golden.jsonl:11: includes.aspects: 'battery' is not of type 'array'" in message
+
+
+def test_flow_examples_are_checked_against_the_flow_request_schema(toy_project):
+    lines = [
+        json.dumps({"id": "ok", "flow": "reply", "input": {"text": "good"}, "expected": {"label": "good"}}),
+        json.dumps({"id": "typo", "flow": "reply", "input": {"txt": "good"}}),
+        json.dumps({"id": "nope", "flow": "nope", "input": {}}),
+        json.dumps({"id": "var", "prompt": "echo", "input": {"text": "x", "more": "y"}}),
+    ]
+    with pytest.raises(GoldenSetError) as err:
+        check_targets(parse_lines(lines, "g.jsonl"), load_all(), toy.APP.flows, "g.jsonl")
+    message = str(err.value)
+    assert "g.jsonl: typo: input: Additional properties are not allowed ('txt' was unexpected)" in message
+    assert "(the 'reply' flow's request schema)" in message
+    assert "g.jsonl: nope: flow: the app has no flow 'nope' (have: reply)" in message
+    assert "g.jsonl: var: input: variable(s) more not declared by echo" in message
+    assert "g.jsonl: ok" not in message
 
 
 def test_preprocess_stops_on_a_bad_golden_set(project):

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 import requests
-from live_server import in_thread, write_version
+from live_server import in_thread
 
 from {{ cookiecutter.package }}.errors import UserError
-from {{ cookiecutter.package }}.observability import JsonFormatter, Redactor, Tracing, configure_logging
-from {{ cookiecutter.package }}.server import create_app, open_service
-from {{ cookiecutter.package }}.testing.fake_model import FakeModel, support_answers
+from {{ cookiecutter.package }}.serving.observability import JsonFormatter, Redactor, Tracing, configure_logging
+from {{ cookiecutter.package }}.serving.server import create_app, open_service
+from {{ cookiecutter.package }}.testing import toy
+from {{ cookiecutter.package }}.testing.fake_model import FakeModel
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "sk-SENTINEL0123456789abcdefXYZ"
@@ -23,7 +24,7 @@ CARD = "4111 1111 1111 1111"
 PHONE = "+44 20 7946 0958"
 MODEL_KEY = "model-key-SENTINEL-5f2b9c41d7"
 SENTINELS = (SECRET, EMAIL, CARD, CARD.replace(" ", ""), PHONE, MODEL_KEY, "SENTINEL")
-MESSAGE = f"Refund please for order BH-20001. Card {CARD}, email {EMAIL}, phone {PHONE}, my key is {SECRET}"
+MESSAGE = f"A good lamp, order BH-20001. Card {CARD}, email {EMAIL}, phone {PHONE}, my key is {SECRET}"
 
 
 def test_redactor_hashes_each_kind_and_keeps_the_rest():
@@ -75,12 +76,10 @@ def test_no_secret_email_or_card_reaches_logs_or_spans(tmp_path, monkeypatch, ca
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     # A model that needs a key and echoes the request in answers and in errors (every 4th call fails).
-    model = FakeModel(support_answers(), api_key=MODEL_KEY, error_every=4)
+    model = FakeModel(toy.answers, api_key=MODEL_KEY, error_every=4)
     model.start()
     monkeypatch.setenv("TEST_MODEL_KEY", MODEL_KEY)
-    source = write_version(ROOT, tmp_path / "v", model.base_url)
-    params = source / "params.yaml"
-    params.write_text(params.read_text().replace("api_key_env: ''", "api_key_env: TEST_MODEL_KEY"))
+    source = toy.write_version(ROOT, tmp_path / "v", model.base_url, model={"api_key_env": "TEST_MODEL_KEY"})
     exporter = InMemorySpanExporter()
     tracing = Tracing.with_exporter(exporter, "test", capture_content=log_content)
     env = {"LOG_CONTENT": "true" if log_content else "false"}
@@ -89,8 +88,8 @@ def test_no_secret_email_or_card_reaches_logs_or_spans(tmp_path, monkeypatch, ca
             open_service("champion", str(source), env, tracing=tracing) as service,
             in_thread(create_app(service)) as url,
         ):
-            ok = requests.post(f"{url}/v1/answer", json={"message": MESSAGE}, timeout=10)
-            failed = requests.post(f"{url}/v1/answer", json={"message": MESSAGE}, timeout=10)
+            ok = requests.post(f"{url}/v1/reply", json={"text": MESSAGE}, timeout=10)
+            failed = requests.post(f"{url}/v1/reply", json={"text": MESSAGE}, timeout=10)
             assert ok.status_code == 200 and EMAIL in ok.text  # the user gets their own answer back
             assert failed.status_code == 502
     finally:
@@ -103,11 +102,12 @@ def test_no_secret_email_or_card_reaches_logs_or_spans(tmp_path, monkeypatch, ca
         assert sentinel not in dumped, sentinel
 
     entries = [json.loads(line) for line in logs.splitlines()]
-    answers = [e for e in entries if e["event"] == "answer"]
+    answers = [e for e in entries if e["event"] == "request"]
     assert [a["status"] for a in answers] == [200, 502]
     first, second = answers
-    assert first["intent"] == "refund" and first["tokens_in"] > 0 and first["latency_ms"] > 0
-    assert first["message_chars"] == len(MESSAGE) and first["version"] == service.version.id
+    assert first["label"] == "good" and first["tokens_in"] > 0 and first["latency_ms"] > 0  # the flow's log fields
+    assert first["route"] == "/v1/reply" and first["calls"] == 2 and first["version"] == service.version.id
+    assert first["request_chars"] > len(MESSAGE)
     assert second["error_kind"] == "http"
     chats = [s for s in spans if s.name == "chat fake-model"]
     assert len(chats) == 4
@@ -117,14 +117,15 @@ def test_no_secret_email_or_card_reaches_logs_or_spans(tmp_path, monkeypatch, ca
     assert chats[0].attributes["gen_ai.usage.input_tokens"] > 0
     assert chats[0].attributes["gen_ai.usage.output_tokens"] > 0
     assert chats[-1].attributes["error.type"] == "http"
-    (server,) = [s for s in spans if s.name == "POST /v1/answer" and s.attributes["http.response.status_code"] == 200]
-    assert all(c.parent.trace_id == server.context.trace_id for c in chats[:3])
+    (server,) = [s for s in spans if s.name == "POST /v1/reply" and s.attributes["http.response.status_code"] == 200]
+    assert all(c.parent.trace_id == server.context.trace_id for c in chats[:2])
     if log_content:
-        assert "<email:" in first["message"] and "<card:" in first["message"] and "<secret:" in first["message"]
-        assert "BH-20001" in first["message"]  # what is not sensitive stays readable
+        assert "<email:" in first["request"] and "<card:" in first["request"] and "<secret:" in first["request"]
+        assert "BH-20001" in first["request"]  # what is not sensitive stays readable
+        assert "<email:" in first["reply"]
         assert "<email:" in server.attributes["app.request.content"]
     else:
-        assert all("message" not in a and "reply" not in a for a in answers)
+        assert all("request" not in a and "reply" not in a for a in answers)
         assert not any(k.startswith("app.re") and k.endswith("content") for k in server.attributes)
 
 
@@ -139,7 +140,7 @@ def test_tracing_is_off_unless_configured():
         Tracing.from_env({"OTEL_TRACES_EXPORTER": "jaeger"}, "t")
     # Off means the OpenTelemetry SDK is not even imported.
     code = (
-        "import sys; from {{ cookiecutter.package }}.observability import Tracing;"
+        "import sys; from {{ cookiecutter.package }}.serving.observability import Tracing;"
         "t = Tracing.from_env({}, 't'); print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -1,9 +1,9 @@
 import pytest
 
-from {{ cookiecutter.package }}.prompts import PROMPTS_DIR, PromptError, check_all, load_all, main, placeholders
+from {{ cookiecutter.package }}.app.prompts import PROMPTS_DIR, PromptError, check_all, load_all, main, placeholders
 
-# Braces below are test data, not cookiecutter variables.
-{% raw %}
+# Braces below are test data, not cookiecutter variables.{% raw %}
+
 
 def test_every_shipped_template_is_valid():
     assert check_all(PROMPTS_DIR) == []
@@ -17,8 +17,8 @@ def test_every_template_renders_with_its_declared_variables():
             assert any(f"<{name}>" in m["content"] for m in messages), (prompt.id, name)
 
 
-def test_version_is_a_content_hash():
-    prompt = load_all()["classify_intent"]
+def test_version_is_a_content_hash(toy_project):
+    prompt = load_all()["echo"]
     assert len(prompt.version) == 12
     changed = type(prompt)(
         **{**prompt.__dict__, "messages": ({"role": "system", "content": "x"}, *prompt.messages[1:])}
@@ -28,17 +28,17 @@ def test_version_is_a_content_hash():
     assert same_but_described.version == prompt.version
 
 
-def test_render_rejects_missing_and_undeclared_variables():
-    prompt = load_all()["classify_intent"]
-    with pytest.raises(PromptError, match="classify_intent: missing variable"):
+def test_render_rejects_missing_and_undeclared_variables(toy_project):
+    prompt = load_all()["label"]
+    with pytest.raises(PromptError, match="label: missing variable"):
         prompt.render({})
     with pytest.raises(PromptError, match="undeclared variable"):
-        prompt.render({"message": "hi", "extra": "x"})
+        prompt.render({"text": "hi", "extra": "x"})
 
 
-def test_values_with_braces_are_inserted_literally():
-    prompt = load_all()["classify_intent"]
-    messages = prompt.render({"message": "my order {id} is {{late}}"})
+def test_values_with_braces_are_inserted_literally(toy_project):
+    prompt = load_all()["echo"]
+    messages = prompt.render({"text": "my order {id} is {{late}}"})
     assert messages[-1]["content"] == "my order {id} is {{late}}"
 
 
@@ -77,4 +77,6 @@ def test_check_lists_every_problem_and_exits_1(project, capsys):
 
 def test_placeholders_ignores_escaped_braces():
     assert placeholders("{{literal}} and {real}", "t") == ["real"]
-{% endraw %}
+
+
+# {% endraw %}(end of the test data)

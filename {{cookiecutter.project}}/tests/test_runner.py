@@ -5,11 +5,12 @@ import time
 
 import pytest
 
-from {{ cookiecutter.package }}.client import ChatClient, RetryPolicy
+from {{ cookiecutter.package }}.app.client import ChatClient, RetryPolicy
+from {{ cookiecutter.package }}.app.contract import App
+from {{ cookiecutter.package }}.app.prompts import Prompt
 from {{ cookiecutter.package }}.evaluation import runner
-from {{ cookiecutter.package }}.evaluation.cache import MAX_SEGMENTS, ResponseCache
+from {{ cookiecutter.package }}.evaluation.cache import MAX_SEGMENTS, ResponseCache, cache_key
 from {{ cookiecutter.package }}.evaluation.golden import parse_lines
-from {{ cookiecutter.package }}.prompts import Prompt
 from {{ cookiecutter.package }}.testing.fake_model import FakeModel
 
 # Braces below are template placeholders, not cookiecutter variables.{% raw %}
@@ -21,7 +22,8 @@ ECHO = Prompt(
     output_schema=None,
     examples=(),
     source="test",
-){% endraw %}
+)
+# {% endraw %}(end of the template placeholders)
 
 
 def examples(*rows):
@@ -30,9 +32,25 @@ def examples(*rows):
     return parse_lines(lines, "golden.jsonl")
 
 
-def plan(rows, repeats=1, prompt=ECHO):
-    return runner.plan(
-        examples(*rows), {"echo": prompt}, endpoint="fake", model="m", sampling={"temperature": 0.0}, repeats=repeats
+def plan(rows, repeats=1):
+    return runner.plan(examples(*rows), repeats)
+
+
+def evaluation(cache, prompt=ECHO):
+    """Answer as the service would, through `cache`, keyed as a run on endpoint "fake", model "m"."""
+    solver = runner.app_solver({"echo": prompt}, App(name="test"), None)
+    return runner.Evaluation(solver, cache, runner.Keying("fake", "m", {"temperature": 0.0}))
+
+
+def run(calls, chat, cache, **options):
+    return runner.run(calls, evaluation(cache), chat, **options)
+
+
+def key_of(task):
+    """The cache key of a task's one call (the echo prompt: messages are the rendered template)."""
+    messages = ECHO.render(task.example.input)
+    return cache_key(
+        endpoint="fake", model="m", messages=messages, sampling={"temperature": 0.0}, schema=None, repeat=task.repeat
     )
 
 
@@ -63,7 +81,7 @@ def test_counts_of_passes_failures_and_errors_are_exact_and_errors_are_not_cache
     cache = ResponseCache(tmp_path / "cache")
     calls = plan(ROWS)
     with FakeModel(retry_after="1", hang_s=3.0) as server:
-        outcome = runner.run(calls, chat_via(server), cache, concurrency=4, max_error_rate=1.0)
+        outcome = run(calls, chat_via(server), cache, concurrency=4, max_error_rate=1.0)
         by_id = {r.id: r for r in outcome.results}
         assert [r.id for r in outcome.results] == [row[0] for row in ROWS]  # plan order, not finish order
         assert sorted(i for i, r in by_id.items() if r.passed is True) == [
@@ -82,11 +100,11 @@ def test_counts_of_passes_failures_and_errors_are_exact_and_errors_are_not_cache
         # Only the 9 answered calls are cached; no error is.
         assert cached(tmp_path / "cache") == 9
         for call in calls:
-            assert (cache.get(call.key) is None) == (by_id[call.example.id].passed is None)
+            assert (cache.get(key_of(call)) is None) == (by_id[call.example.id].passed is None)
 
         # A re-run retries exactly the errors and serves everything else from the cache.
         server.reset()
-        again = runner.run(calls, chat_via(server), cache, concurrency=4, max_error_rate=1.0)
+        again = run(calls, chat_via(server), cache, concurrency=4, max_error_rate=1.0)
         assert again.calls_made == 4
         assert server.calls() == 3 + 1 + 1 + 3  # err-500, err-json, err-choices, err-hang (with retries)
         assert [r.passed for r in again.results] == [r.passed for r in outcome.results]
@@ -96,7 +114,7 @@ def test_counts_of_passes_failures_and_errors_are_exact_and_errors_are_not_cache
 def test_the_run_aborts_when_the_error_rate_passes_the_limit(tmp_path):
     rows = [(f"e{n}", f"!500 n{n}", "x") for n in range(20)]
     with FakeModel() as server:
-        outcome = runner.run(
+        outcome = run(
             plan(rows), chat_via(server, max_attempts=1), ResponseCache(tmp_path), concurrency=2, max_error_rate=0.2
         )
         assert outcome.aborted and "eval.max_error_rate=0.2" in outcome.aborted
@@ -118,7 +136,7 @@ def test_keyboard_interrupt_keeps_what_finished_and_the_next_run_makes_only_the_
             raise KeyboardInterrupt  # what Ctrl-C raises in the main thread
 
     with FakeModel(latency_s=0.05) as server:
-        outcome = runner.run(
+        outcome = run(
             calls, chat_via(server), cache, concurrency=2, max_error_rate=1.0, on_result=interrupt_after_three
         )
         assert outcome.interrupted and len(outcome.results) == 3
@@ -127,7 +145,7 @@ def test_keyboard_interrupt_keeps_what_finished_and_the_next_run_makes_only_the_
         kept = cached(tmp_path / "cache")
         assert 3 <= kept < len(rows)
         server.reset()
-        resumed = runner.run(calls, chat_via(server), cache, concurrency=2, max_error_rate=1.0)
+        resumed = run(calls, chat_via(server), cache, concurrency=2, max_error_rate=1.0)
         assert server.calls() == len(rows) - kept  # only the calls that never finished
         assert resumed.calls_made == len(rows) - kept
         assert len(resumed.results) == len(rows) and all(r.passed for r in resumed.results)
@@ -143,9 +161,9 @@ def test_repeats_give_per_example_pass_rates_and_a_flaky_flag(tmp_path):
 
     rows = [("steady", "same", "same"), ("coin", "coin", "heads")]
     calls = plan(rows, repeats=3)
-    assert len({c.key for c in calls}) == 6  # the repeat index is part of the cache key
+    assert len({key_of(c) for c in calls}) == 6  # the repeat index is part of the cache key
     with FakeModel(answer=coin_or_echo) as server:
-        outcome = runner.run(calls, chat_via(server), ResponseCache(tmp_path), concurrency=3, max_error_rate=0.0)
+        outcome = run(calls, chat_via(server), ResponseCache(tmp_path), concurrency=3, max_error_rate=0.0)
         assert server.calls() == 6
     summary = per_example(outcome.results)
     assert summary["steady"] == {"runs": 3, "answered": 3, "pass_rate": 1.0, "flaky": False}
@@ -156,8 +174,8 @@ def test_repeats_give_per_example_pass_rates_and_a_flaky_flag(tmp_path):
 
 def test_the_cache_key_covers_endpoint_model_messages_sampling_and_repeat():
     base = dict(endpoint="e", model="m", messages=[{"role": "user", "content": "hi"}], sampling={"t": 0}, repeat=0)
-    key = runner.cache_key(**base)
-    assert key == runner.cache_key(**dict(reversed(list(base.items()))))  # canonical: order does not matter
+    key = cache_key(**base)
+    assert key == cache_key(**dict(reversed(list(base.items()))))  # canonical: order does not matter
     for change in (
         {"endpoint": "other"},
         {"model": "m2"},
@@ -165,22 +183,28 @@ def test_the_cache_key_covers_endpoint_model_messages_sampling_and_repeat():
         {"sampling": {"t": 0.1}},
         {"repeat": 1},
     ):
-        assert runner.cache_key(**{**base, **change}) != key, change
+        assert cache_key(**{**base, **change}) != key, change
+
+
+def replayed(calls, cache):
+    """Ids of the tasks the cache answers in full (no model needed)."""
+    done, _ = runner.replay(calls, evaluation(cache))
+    return [r.id for r in done]
 
 
 def test_a_torn_cache_entry_is_a_miss_not_a_crash(tmp_path):
     calls = plan([("a", "one", "one")])
     cache = ResponseCache(tmp_path)
-    cache.put(calls[0].key, {"text": "one"})  # an entry without the other fields
-    assert runner.lookup(calls, cache) == {}
+    cache.put(key_of(calls[0]), {"text": "one"})  # an entry without the other fields
+    assert replayed(calls, cache) == []
     cache.close()
     segment = next(tmp_path.glob("*.jsonl"))
     whole = {"text": "one", "tokens_in": 1, "tokens_out": 1, "latency_ms": 1.0}
-    line = json.dumps({"key": calls[0].key, "value": whole})
+    line = json.dumps({"key": key_of(calls[0]), "value": whole})
     segment.write_text(line[:-5])  # a write torn by a crash
-    assert runner.lookup(calls, ResponseCache(tmp_path)) == {}
+    assert replayed(calls, ResponseCache(tmp_path)) == []
     segment.write_text(f"{line[:-5]}\n{line}\n")  # torn line, then the call made again
-    assert set(runner.lookup(calls, ResponseCache(tmp_path))) == {calls[0].key}
+    assert replayed(calls, ResponseCache(tmp_path)) == ["a"]
 
 
 def test_segments_from_many_runs_are_merged_and_the_newest_answer_wins(tmp_path):
@@ -195,3 +219,36 @@ def test_segments_from_many_runs_are_merged_and_the_newest_answer_wins(tmp_path)
     assert len(list(tmp_path.glob("*.jsonl"))) == 1  # merged by that reader
     again = ResponseCache(tmp_path)
     assert again.get("same") == {"text": f"run {MAX_SEGMENTS + 2}"} and len(again) == MAX_SEGMENTS + 4
+
+
+def test_a_flow_example_is_scored_on_its_reply_and_cached_call_by_call(tmp_path, toy_project):
+    from {{ cookiecutter.package }}.app.prompts import load_all
+    from {{ cookiecutter.package }}.testing import toy
+
+    def flow_evaluation():
+        solver = runner.app_solver(load_all(toy_project / "prompts"), toy.APP, toy.APP.load(toy_project))
+        return runner.Evaluation(solver, ResponseCache(tmp_path / "cache"), runner.Keying("fake", "m", {}))
+
+    lines = [
+        {"id": "f1", "flow": "reply", "input": {"text": "good day"}, "expected": {"label": "good"}},
+        {"id": "f2", "flow": "reply", "input": {"text": "awful"}, "expected": {"label": "good"}},
+        {"id": "f3", "flow": "reply", "input": {"text": "good"}, "contains": ["Hello good"], "tags": ["e2e"]},
+    ]
+    tasks = runner.plan(parse_lines([json.dumps(line) for line in lines], "golden.jsonl"), 1)
+    with FakeModel(toy.answers) as server:
+        outcome = runner.run(tasks, flow_evaluation(), chat_via(server), concurrency=2, max_error_rate=0.0)
+        assert [r.passed for r in outcome.results] == [True, False, True]
+        assert outcome.results[1].scores["exact_match"]["detail"] == "mismatch: label"
+        assert {r.target for r in outcome.results} == {"flow:reply"} and server.calls() == 6  # 2 calls a flow
+        assert json.loads(outcome.results[0].output) == {"label": "good", "echo": "Hello good day"}
+        assert outcome.results[0].tokens_in > 0 and outcome.results[0].latency_ms > 0
+
+        server.reset()
+        again = runner.run(tasks, flow_evaluation(), chat_via(server), concurrency=2, max_error_rate=0.0)
+        assert server.calls() == 0 and all(r.cached for r in again.results)
+
+        echo = toy_project / "prompts" / "echo.yaml"
+        echo.write_text(echo.read_text().replace("Repeat the text.", "Repeat the text exactly."))
+        after = runner.run(tasks, flow_evaluation(), chat_via(server), concurrency=2, max_error_rate=0.0)
+        assert server.calls() == 3 and all("Repeat the text exactly." in s.system for s in server.seen)
+        assert [r.passed for r in after.results] == [True, False, True] and not any(r.cached for r in after.results)

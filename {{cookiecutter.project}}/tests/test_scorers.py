@@ -56,8 +56,8 @@ def test_json_valid_and_json_schema():
 
 
 def test_latency_budget():
-    assert verdict("latency", "ok", latency_ms=250.0, max_latency_ms=300)
-    assert not verdict("latency", "ok", latency_ms=301.0, max_latency_ms=300)
+    assert verdict("within_latency", "ok", latency_ms=250.0, max_latency_ms=300)
+    assert not verdict("within_latency", "ok", latency_ms=301.0, max_latency_ms=300)
 
 
 def test_bleu_uses_sacrebleu_with_its_threshold():
@@ -82,12 +82,10 @@ def test_rouge_l_uses_rouge_score_with_its_threshold():
     ).passed
 
 
-def test_hallucination_flags_numbers_emails_and_names_absent_from_the_input():
+def test_grounded_flags_numbers_emails_and_names_absent_from_the_input():
     policy = {"policy": "Items can be returned within 30 days. Refunds take 5 business days.", "question": "How long?"}
-    assert verdict(
-        "hallucination", '{"answer": "You have 30 days to return it."}', schema={}, inputs=policy, grounded=True
-    )
-    result = scorers.hallucination(
+    assert verdict("grounded", '{"answer": "You have 30 days to return it."}', schema={}, inputs=policy, grounded=True)
+    result = scorers.grounded(
         sample(
             '{"answer": "You have 60 days; write to Maria at help@shop.example."}',
             schema={},
@@ -102,9 +100,34 @@ def test_hallucination_flags_numbers_emails_and_names_absent_from_the_input():
 def test_only_declared_expectations_are_scored():
     assert scorers.applicable({"expected": "x"}, None) == ["exact_match"]
     assert scorers.applicable({"contains": ["a"], "max_latency_ms": 5}, {"type": "object"}) == [
-        "contains", "json_schema", "json_valid", "latency",
+        "contains", "json_schema", "json_valid", "within_latency",
     ]  # fmt: skip
-    assert scorers.applicable({"reference": "r", "grounded": True}, None) == ["bleu", "hallucination", "rouge_l"]
+    assert scorers.applicable({"reference": "r", "grounded": True}, None) == ["bleu", "grounded", "rouge_l"]
+    assert scorers.applicable({"includes": {"a": ["x"]}}, None) == ["includes"]
+
+
+def test_every_scorer_says_what_it_checks():
+    assert set(scorers.CHECKS) == set(scorers.SCORERS) and all(scorers.CHECKS.values())
+
+
+def test_lists_compare_as_sets_of_normalised_items():
+    reply = '{"sentiment": "Positive", "aspects": ["Battery life", "screen"]}'
+    assert verdict("exact_match", reply, expected={"aspects": ["screen", "battery  life"]})  # order, case, spaces
+    assert not verdict("exact_match", reply, expected={"aspects": ["screen"]})  # equality, not inclusion
+    assert not verdict("exact_match", reply, expected={"aspects": ["screen", "battery"]})
+    assert verdict("includes", reply, includes={"aspects": ["SCREEN"]})
+    assert not verdict("includes", reply, includes={"aspects": ["price"]})
+    missing = scorers.includes(sample(reply, includes={"aspects": ["price"], "tags": ["x"]}))
+    assert missing.detail == "missing: ['aspects: price', 'tags: x']"
+    assert verdict("contains", reply, contains=["battery life"])  # list items are part of the answer text
+
+
+def test_nested_expectations_pin_only_the_fields_they_name():
+    reply = '{"intent": "refund", "order": {"order_id": "BH-1", "email": null}, "reply": "ok"}'
+    assert verdict("exact_match", reply, expected={"order": {"order_id": "bh-1"}})
+    assert verdict("exact_match", reply, expected={"order": {"email": None}, "intent": "refund"})
+    wrong = scorers.exact_match(sample(reply, expected={"order": {"order_id": "BH-2"}, "intent": "other"}))
+    assert not wrong.passed and wrong.detail == "mismatch: order.order_id, intent"
 
 
 def test_graded_scorer_libraries_are_imported_only_when_used():

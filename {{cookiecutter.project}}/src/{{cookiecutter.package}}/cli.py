@@ -18,16 +18,24 @@ PROG = PROJECT
 # name -> (module with `main(argv) -> int`, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "params": ("settings", "validate params.yaml and print the resolved settings"),
-    "prompts": ("prompts", "prompt templates: `check` validates all, `list` shows versions"),
+    "prompts": ("app.prompts", "prompt templates: `check` validates all, `list` shows versions"),
+    "new": ("app.scaffold", "`new prompt NAME`: a prompt template, golden-example stubs and their test"),
     "preprocess": ("stages.preprocess", "DVC stage: validate, normalise and hash the eval set"),
-    "evaluate": ("stages.evaluate", "DVC stage: run the golden set through the model and score it"),
+    "evaluate": ("stages.evaluate", "DVC stage: run the golden set through the app and score it"),
     "register": ("stages.register", "DVC stage: register the evaluated version in MLflow as `candidate`"),
+    "export": (
+        "registry.versions",
+        "write the served version (params.yaml, prompts/, the app's files) into a directory",
+    ),
     "plots": ("stages.plots", "DVC: latency and per-tag pass-rate plot data from eval/results.jsonl"),
-    "promote": ("lifecycle", "MLflow: move the `champion` alias to the `candidate` version"),
-    "rollback": ("lifecycle", "MLflow: move the `champion` alias back to the previous champion"),
-    "gate": ("gate", "PR gate: compare eval metrics with a base revision (dvc metrics diff)"),
-    "serve": ("server", "HTTP service: /v1/answer, /healthz, /readyz, /metrics (needs the `serve` extra)"),
-    "canary": ("canary", "canary `analyze` (promote or rollback?), `deploy`, `promote`, `rollback` (kubectl steps)"),
+    "promote": ("registry.lifecycle", "MLflow: move the `champion` alias to the `candidate` version"),
+    "rollback": ("registry.lifecycle", "MLflow: move the `champion` alias back to the previous champion"),
+    "gate": ("gate.command", "PR gate: compare eval metrics with a base revision (dvc metrics diff)"),
+    "serve": ("serving.server", "HTTP service: the app's flows, /healthz, /readyz, /metrics (needs the `serve` extra)"),
+    "canary": (
+        "serving.canary",
+        "canary `analyze` (promote or rollback?), `deploy`, `promote`, `rollback` (kubectl steps)",
+    ),
 }
 
 

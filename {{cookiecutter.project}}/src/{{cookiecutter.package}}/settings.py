@@ -17,6 +17,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+from . import PROJECT
 from .errors import UserError
 
 PARAMS_FILE = Path("params.yaml")
@@ -58,6 +59,13 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
+class AppSettings:
+    """Which app the project runs (see app/contract.py)."""
+
+    entry: str = ""  # `module:attribute` naming an App; "" = the prompts alone, each on its own
+
+
+@dataclass(frozen=True)
 class EvalSettings:
     concurrency: int = 4
     repeats: int = 1
@@ -88,7 +96,7 @@ class GateSettings:
 @dataclass(frozen=True)
 class RegistrySettings:
     tracking_uri: str = "sqlite:///mlflow.db"  # MLFLOW_TRACKING_URI in the env wins
-    model_name: str = "support-bot"
+    model_name: str = PROJECT
 
     def resolved_tracking_uri(self) -> str:
         return os.environ.get("MLFLOW_TRACKING_URI") or self.tracking_uri
@@ -101,7 +109,8 @@ class ServeSettings:
     max_attempts: int = 2  # per model call, retries included
     max_retry_s: float = 10.0  # total time one model call may spend retrying
     pool_size: int = 16  # keep-alive connections to the model endpoint
-    max_message_chars: int = 4000  # longer requests are rejected with 422
+    max_input_chars: int = 4000  # a request with a longer text value is rejected with 422
+    prompt_routes: bool = True  # POST /v1/run/<prompt> for every prompt, besides the app's flows
     shadow_max_inflight: int = 4  # shadow calls beyond this are dropped, never queued
 
 
@@ -114,13 +123,14 @@ class CanarySettings:
     error_rate_margin: float = 0.01
     latency_p95_ratio: float = 1.5  # canary p95 may be at most ratio * stable's + margin
     latency_p95_margin_s: float = 0.05
-    min_agreement: float = 0.8  # shadow/online agreement (intent + order fields), when measured
+    min_agreement: float = 0.8  # shadow/online agreement (each flow's decision), when measured
     min_shadow_samples: int = 20  # fewer shadow comparisons -> the agreement signal is skipped
 
 
 @dataclass(frozen=True)
 class Settings:
     model: ModelSettings
+    app: AppSettings = field(default_factory=AppSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
     thresholds: Thresholds = field(default_factory=Thresholds)
     gate: GateSettings = field(default_factory=GateSettings)

@@ -1,7 +1,10 @@
 """The golden set: one JSON object per line, validated before any model call.
 
-A bad line is reported with its file, line number and field, and every bad line is reported at
-once, so a reviewer fixes the file in one go. Duplicate ids are an error: results are paired by id.
+An example targets one prompt (`"prompt": "<id>"`, its `input` the prompt's variables) or one flow of
+the app (`"flow": "<name>"`, its `input` the request the service would get, scored on the reply the
+service would send). A bad line is reported with its file, line number and field, and every bad
+line is reported at once, so a reviewer fixes the file in one go. Duplicate ids are an error:
+results are paired by id.
 """
 
 from __future__ import annotations
@@ -14,17 +17,24 @@ from typing import Any
 
 from ..errors import UserError
 
+_TEXTS = {"type": "array", "items": {"type": "string", "minLength": 1}}
 EXAMPLE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["id", "prompt", "input"],
+    "required": ["id", "input"],
+    "oneOf": [{"required": ["prompt"]}, {"required": ["flow"]}],
+    # A prompt's variables are text; a flow's request is whatever its own schema says.
+    "if": {"required": ["prompt"]},
+    "then": {"properties": {"input": {"additionalProperties": {"type": "string"}}}},
     "properties": {
         "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]*$"},
         "prompt": {"type": "string", "minLength": 1},
-        "input": {"type": "object", "additionalProperties": {"type": "string"}},
+        "flow": {"type": "string", "minLength": 1},
+        "input": {"type": "object"},
         "expected": {"type": ["string", "object"]},
-        "contains": {"type": "array", "items": {"type": "string", "minLength": 1}},
-        "not_contains": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        "includes": {"type": "object", "additionalProperties": _TEXTS},
+        "contains": _TEXTS,
+        "not_contains": _TEXTS,
         "regex": {"type": "string", "minLength": 1},
         "json_schema": {"type": "object"},
         "reference": {"type": "string", "minLength": 1},
@@ -33,10 +43,12 @@ EXAMPLE_SCHEMA: dict[str, Any] = {
         "grounded": {"type": "boolean"},
         "max_latency_ms": {"type": "number", "exclusiveMinimum": 0},
         "tags": {"type": "array", "items": {"type": "string"}},
+        "todo": {"type": "string"},
     },
     # A score bar without the text to score against would be silently ignored.
     "dependentRequired": {"min_bleu": ["reference"], "min_rouge_l": ["reference"]},
 }
+NOT_EXPECTATIONS = ("id", "prompt", "flow", "input", "tags")
 
 
 class GoldenSetError(UserError):
@@ -46,19 +58,20 @@ class GoldenSetError(UserError):
 @dataclass(frozen=True)
 class Example:
     id: str
-    prompt: str
-    input: Mapping[str, str]
+    prompt: str | None  # the prompt this example calls, or None for a flow example
+    input: Mapping[str, Any]
     expectations: Mapping[str, Any] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
+    flow: str | None = None  # the flow this example sends its input to
+
+    @property
+    def target(self) -> str:
+        """`<prompt id>` or `flow:<name>`: what the example's results are labelled with."""
+        return f"flow:{self.flow}" if self.flow else str(self.prompt)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "prompt": self.prompt,
-            "input": dict(self.input),
-            **self.expectations,
-            "tags": list(self.tags),
-        }
+        head: dict[str, Any] = {"id": self.id, **({"flow": self.flow} if self.flow else {"prompt": self.prompt})}
+        return {**head, "input": dict(self.input), **self.expectations, "tags": list(self.tags)}
 
 
 def parse_lines(lines: Iterable[str], source: str) -> list[Example]:
@@ -83,11 +96,16 @@ def parse_lines(lines: Iterable[str], source: str) -> list[Example]:
         errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
         for error in errors:
             path = ".".join(map(str, error.absolute_path))
-            if error.validator == "additionalProperties" and not path:
+            if error.validator == "oneOf" and not path:
+                problems.append(f"{where}: needs exactly one of `prompt` (a prompt id) or `flow` (a flow of the app)")
+            elif error.validator == "additionalProperties" and not path:
                 problems.append(f"{where}: {error.message}")
             else:
                 problems.append(f"{where}: {path or '(line)'}: {error.message}")
         if errors:
+            continue
+        if "todo" in data:
+            problems.append(f"{where}: todo: a stub to fill in ({data['todo']}), then delete `todo`")
             continue
         if "regex" in data:
             try:
@@ -99,8 +117,17 @@ def parse_lines(lines: Iterable[str], source: str) -> list[Example]:
             problems.append(f"{where}: id: duplicate id {data['id']!r} (first on line {first_line[data['id']]})")
             continue
         first_line[data["id"]] = number
-        expectations = {k: v for k, v in data.items() if k not in ("id", "prompt", "input", "tags")}
-        examples.append(Example(data["id"], data["prompt"], data["input"], expectations, tuple(data.get("tags", []))))
+        expectations = {k: v for k, v in data.items() if k not in NOT_EXPECTATIONS}
+        examples.append(
+            Example(
+                data["id"],
+                data.get("prompt"),
+                data["input"],
+                expectations,
+                tuple(data.get("tags", [])),
+                data.get("flow"),
+            )
+        )
     if problems:
         raise GoldenSetError(f"{len(problems)} problem(s) in {source}:\n" + "\n".join(problems))
     if not examples:
@@ -116,10 +143,16 @@ def load(path: Path) -> list[Example]:
     return parse_lines(text.splitlines(), str(path))
 
 
-def check_prompts(examples: Iterable[Example], prompts: Mapping[str, Any], source: str) -> None:
-    """Each example names an existing prompt and gives exactly its variables."""
+def check_targets(
+    examples: Iterable[Example], prompts: Mapping[str, Any], flows: Mapping[str, Any], source: str
+) -> None:
+    """Each example names an existing prompt and gives exactly its variables (as text), or names a
+    flow of the app and gives a request its schema accepts."""
     problems = []
     for example in examples:
+        if example.flow is not None:
+            problems += _flow_problems(example, flows, source)
+            continue
         prompt = prompts.get(example.prompt)
         if prompt is None:
             problems.append(
@@ -138,3 +171,17 @@ def check_prompts(examples: Iterable[Example], prompts: Mapping[str, Any], sourc
             )
     if problems:
         raise GoldenSetError("\n".join(problems))
+
+
+def _flow_problems(example: Example, flows: Mapping[str, Any], source: str) -> list[str]:
+    flow = flows.get(example.flow)
+    if flow is None:
+        have = ", ".join(sorted(flows)) or "none: set app.entry in params.yaml"
+        return [f"{source}: {example.id}: flow: the app has no flow {example.flow!r} (have: {have})"]
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(flow.request).iter_errors(example.input))
+    if error is None:
+        return []
+    path = ".".join(map(str, ("input", *error.absolute_path)))
+    return [f"{source}: {example.id}: {path}: {error.message} (the {example.flow!r} flow's request schema)"]

@@ -1,8 +1,9 @@
 """Results -> the flat metrics DVC diffs: rates with 95% intervals, errors, latency, tokens, cost.
 
 Flat keys of plain numbers only (`dvc metrics diff` flattens nested keys with dots, and the gate
-reads them back by name). A pass rate is over *answered* calls: errors are counted apart, in
-`error_rate`, so a flaky endpoint does not look like a worse prompt.
+reads them back by name); what each one means is in the catalogue written beside them
+(`catalogue.py`). A pass rate is over *answered* calls: errors are counted apart, in `error_rate`,
+so a flaky endpoint does not look like a worse prompt.
 """
 
 from __future__ import annotations
@@ -10,12 +11,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from . import catalogue
+from .results import Result
 from .stats import percentile, wilson_interval
-
-if TYPE_CHECKING:  # the gate imports this module; it needs no runner
-    from .runner import Result
 
 
 def per_example(results: Sequence[Result]) -> dict[str, dict[str, Any]]:
@@ -76,6 +76,15 @@ def compute(results: Sequence[Result], prices: Mapping[str, float]) -> dict[str,
     for tag in sorted(by_tag):
         metrics[f"tag_{tag}_pass_rate"] = sum(by_tag[tag]) / len(by_tag[tag])
     return metrics
+
+
+def catalogue_of(metrics: Mapping[str, Any], results: Sequence[Result]) -> dict[str, catalogue.Metric]:
+    """The catalogue entry of every metric `compute` returned for `results`."""
+    from .scorers import CHECKS
+
+    used = {name for r in results for name in r.scores}
+    tags = {tag for r in results for tag in r.tags}
+    return catalogue.build(metrics, {s: CHECKS.get(s, s) for s in sorted(used)}, tags)
 
 
 def is_number(value: Any) -> bool:

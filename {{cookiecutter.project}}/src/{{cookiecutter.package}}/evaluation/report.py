@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .metrics import per_example
-from .runner import Result
+from .results import Result
 
 
 def _cell(value: Any, limit: int = 160) -> str:
@@ -46,6 +46,7 @@ def render(
     ]
     lines += ["", "| prompt | version |", "| --- | --- |"]
     lines += [f"| {pid} | `{version}` |" for pid, version in sorted(prompt_versions.items())]
+    lines += ["", "Each metric's meaning and direction: `eval/catalogue.json`."]
     flaky = {i: e for i, e in per_example(results).items() if e["flaky"]}
     if flaky:
         lines += ["", f"## Flaky examples: repeats disagree ({len(flaky)})", "", "| id | pass rate | answered |"]
@@ -56,11 +57,11 @@ def render(
     if not failing:
         lines.append("None.")
     else:
-        lines += ["| id | repeat | prompt | verdict | output |", "| --- | --- | --- | --- | --- |"]
+        lines += ["| id | repeat | target | verdict | output |", "| --- | --- | --- | --- | --- |"]
         for r in failing:
             if r.error is not None:
                 why = f"error: {r.error}"
             else:
                 why = "; ".join(f"{n}: {s['detail'] or 'failed'}" for n, s in r.scores.items() if not s["passed"])
-            lines.append(f"| {r.id} | {r.repeat} | {r.prompt} | {_cell(why)} | {_cell(r.output)} |")
+            lines.append(f"| {r.id} | {r.repeat} | {r.target} | {_cell(why)} | {_cell(r.output)} |")
     return "\n".join(lines) + "\n"

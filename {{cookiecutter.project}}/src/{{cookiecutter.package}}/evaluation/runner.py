@@ -1,129 +1,186 @@
-"""Run the golden set through the model: plan the calls, serve what the cache has, call the rest
+"""Run the golden set through the app: plan the tasks, replay what the cache holds, run the rest
 concurrently, score every answer.
 
-A *call* is one (example, repeat). Its outcome is a `Result`: the scores when the model answered,
-or the error when it could not (transport, HTTP, unparsable body) - errors are not failures and are
-counted apart. The run stops starting new calls as soon as the error rate is certain to exceed
+A *task* is one (example, repeat). The *solver* answers it the way the service would: one prompt
+call for a prompt example, the whole flow for a flow example, always through the one
+render/call/parse path (`app.runtime.Caller`). Every model call goes through the response cache
+(`CachedChat`): a re-run with nothing changed makes no model call, and a prompt change re-asks only
+what it changed. The outcome of a task is a `Result`: the scores when the model answered, or the
+error when it could not (transport, HTTP, unparsable body) - errors are not failures and are
+counted apart. The run stops starting new tasks as soon as the error rate is certain to exceed
 `max_error_rate`, and on Ctrl-C it returns what finished (the cache already holds every success,
 and never an error, so the next run makes only the calls that are still missing).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import queue
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..client import Completion, ModelError
-from ..prompts import Prompt
+from ..app.client import Completion, ModelError
+from ..app.contract import App, run_flow
+from ..app.prompts import Prompt
+from ..app.runtime import Caller, Chat
 from . import scorers
 from .cache import ResponseCache, cache_key
 from .golden import Example
-
-Chat = Callable[[Sequence[Mapping[str, str]], Mapping[str, Any] | None], Completion]
+from .results import Result
 
 
 @dataclass(frozen=True)
-class Call:
+class Task:
     example: Example
     repeat: int
-    prompt: Prompt
-    messages: list[dict[str, str]]
-    key: str
 
 
-@dataclass
-class Result:
-    id: str
-    repeat: int
-    prompt: str
-    prompt_version: str
-    output: str | None
-    passed: bool | None  # None when the call errored
-    scores: dict[str, dict[str, Any]] = field(default_factory=dict)
-    latency_ms: float | None = None
-    tokens_in: int = 0
-    tokens_out: int = 0
-    error: str | None = None
-    cached: bool = False
-    tags: list[str] = field(default_factory=list)
+@dataclass(frozen=True)
+class Solution:
+    """A task answered: the raw output, its parsed form, and the model calls that made it."""
 
-    def to_json(self) -> dict[str, Any]:
-        # A shallow dict, not dataclasses.asdict: asdict deep-copies every score (~1 ms a result).
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+    output: str
+    parsed: Any
+    completions: tuple[Completion, ...]
+    output_schema: Mapping[str, Any] | None = None  # the prompt's, for the JSON scorers; None for a flow
+
+
+Solver = Callable[[Task, Chat], Solution]
+
+
+@dataclass(frozen=True)
+class Keying:
+    """What, besides the messages and the repeat, decides an answer: part of every cache key."""
+
+    endpoint: str
+    model: str
+    sampling: Mapping[str, Any]
+
+
+class CacheMiss(Exception):
+    """A call the cache cannot answer, in a replay that must not reach the model."""
+
+
+class CachedChat:
+    """A task's chat through the response cache. `chat=None` replays only: a miss raises CacheMiss."""
+
+    def __init__(self, cache: ResponseCache, keying: Keying, repeat: int, chat: Chat | None = None) -> None:
+        self.cache = cache
+        self.keying = keying
+        self.repeat = repeat
+        self.chat = chat
+        self.made = 0  # calls that reached the model
+
+    def __call__(self, messages: Sequence[Mapping[str, str]], schema: Mapping[str, Any] | None) -> Completion:
+        key = cache_key(
+            endpoint=self.keying.endpoint,
+            model=self.keying.model,
+            messages=[dict(m) for m in messages],
+            sampling=dict(self.keying.sampling),
+            schema=schema,
+            repeat=self.repeat,
+        )
+        hit = _completion(self.cache.get(key))
+        if hit is not None:
+            return hit
+        if self.chat is None:
+            raise CacheMiss(key)
+        completion = self.chat(messages, schema)
+        self.made += 1
+        entry = {k: getattr(completion, k) for k in ("text", "tokens_in", "tokens_out", "latency_ms")}
+        self.cache.put(key, entry)
+        return completion
+
+
+def _completion(entry: Mapping[str, Any] | None) -> Completion | None:
+    if entry is None:
+        return None
+    try:
+        return Completion(
+            text=str(entry["text"]),
+            tokens_in=int(entry["tokens_in"]),
+            tokens_out=int(entry["tokens_out"]),
+            latency_ms=float(entry["latency_ms"]),
+            attempts=0,
+        )
+    except (KeyError, TypeError, ValueError):
+        return None  # a torn or foreign entry is a miss
+
+
+def plan(examples: Sequence[Example], repeats: int) -> list[Task]:
+    return [Task(example, repeat) for example in examples for repeat in range(repeats)]
+
+
+def app_solver(prompts: Mapping[str, Prompt], app: App, data: Any) -> Solver:
+    """The solver that answers as the service does: a prompt alone, or a flow of `app`."""
+
+    def solve(task: Task, chat: Chat) -> Solution:
+        call = Caller(prompts, chat)
+        example = task.example
+        if example.flow is not None:
+            reply = run_flow(app.flows[example.flow], call, data, example.input)
+            output = json.dumps(reply.body, ensure_ascii=False, sort_keys=True)
+            return Solution(output, reply.body, tuple(c.completion for c in reply.calls))
+        answer = call(str(example.prompt), example.input)
+        return Solution(answer.text, answer.data, (answer.completion,), prompts[answer.prompt].output_schema)
+
+    return solve
+
+
+def target_versions(prompts: Mapping[str, Prompt], app: App) -> dict[str, str]:
+    """target -> the version its results carry: a prompt's content hash; for a flow, one hash over
+    the app's prompts (the flow may call any of them)."""
+    versions = {pid: p.version for pid, p in prompts.items()}
+    used = {pid: versions[pid] for pid in (app.prompts or versions) if pid in versions}
+    canonical = json.dumps(sorted(used.items()), separators=(",", ":"))
+    flows = hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    return {**versions, **{f"flow:{name}": flows for name in app.flows}}
+
+
+def judge(task: Task, version: str, solution: Solution | None, error: ModelError | None, cached: bool) -> Result:
+    example = task.example
+    base = dict(
+        id=example.id, repeat=task.repeat, target=example.target, version=version, tags=list(example.tags),
+        cached=cached,
+    )  # fmt: skip
+    if solution is None:
+        return Result(**base, output=None, passed=None, error=str(error))
+    latency_ms = sum(c.latency_ms for c in solution.completions)
+    sample = scorers.Sample(
+        expectations=example.expectations,
+        input=example.input,
+        output=solution.output,
+        parsed=solution.parsed,
+        output_schema=solution.output_schema,
+        latency_ms=latency_ms,
+    )
+    names = scorers.applicable(example.expectations, solution.output_schema)
+    scores = scorers.score_all(sample, names)
+    return Result(
+        **base,
+        output=solution.output,
+        passed=all(s.passed for s in scores.values()),
+        scores={n: {"passed": s.passed, "value": s.value, "detail": s.detail} for n, s in scores.items()},
+        latency_ms=round(latency_ms, 3),
+        tokens_in=sum(c.tokens_in for c in solution.completions),
+        tokens_out=sum(c.tokens_out for c in solution.completions),
+    )
 
 
 @dataclass
 class Outcome:
     results: list[Result]
     planned: int
-    calls_made: int = 0
+    calls_made: int = 0  # tasks that reached the model at least once
     aborted: str | None = None  # why the run stopped early, if it did
     interrupted: bool = False
-
-
-def plan(
-    examples: Sequence[Example],
-    prompts: Mapping[str, Prompt],
-    *,
-    endpoint: str,
-    model: str,
-    sampling: Mapping[str, Any],
-    repeats: int,
-) -> list[Call]:
-    calls = []
-    for example in examples:
-        prompt = prompts[example.prompt]
-        messages = prompt.render(example.input)
-        for repeat in range(repeats):
-            key = cache_key(
-                endpoint=endpoint,
-                model=model,
-                messages=messages,
-                sampling=dict(sampling),
-                schema=prompt.output_schema,
-                repeat=repeat,
-            )
-            calls.append(Call(example, repeat, prompt, messages, key))
-    return calls
-
-
-def judge(call: Call, completion: Completion | None, error: ModelError | None, cached: bool) -> Result:
-    base = dict(
-        id=call.example.id,
-        repeat=call.repeat,
-        prompt=call.prompt.id,
-        prompt_version=call.prompt.version,
-        tags=list(call.example.tags),
-        cached=cached,
-    )
-    if completion is None:
-        return Result(**base, output=None, passed=None, error=str(error))
-    parsed = scorers.parse_json(completion.text) if call.prompt.output_schema else None
-    sample = scorers.Sample(
-        expectations=call.example.expectations,
-        input=call.example.input,
-        output=completion.text,
-        parsed=parsed,
-        output_schema=call.prompt.output_schema,
-        latency_ms=completion.latency_ms,
-    )
-    names = scorers.applicable(call.example.expectations, call.prompt.output_schema)
-    scores = scorers.score_all(sample, names)
-    return Result(
-        **base,
-        output=completion.text,
-        passed=all(s.passed for s in scores.values()),
-        scores={n: {"passed": s.passed, "value": s.value, "detail": s.detail} for n, s in scores.items()},
-        latency_ms=round(completion.latency_ms, 3),
-        tokens_in=completion.tokens_in,
-        tokens_out=completion.tokens_out,
-    )
+    errors: int = 0  # tasks that ended in an error
 
 
 class Progress:
@@ -154,45 +211,51 @@ class Progress:
             self.stream.write("\n")
 
 
-def lookup(calls: Sequence[Call], cache: ResponseCache) -> dict[str, Completion]:
-    """The cached completion of every call the cache can answer (a torn or foreign entry is a miss)."""
-    hits = {}
-    for call in calls:
-        entry = cache.get(call.key)
-        if entry is None:
-            continue
+@dataclass
+class Evaluation:
+    """What a run needs besides its tasks: how to answer, where answers are cached, how they are labelled."""
+
+    solver: Solver
+    cache: ResponseCache
+    keying: Keying
+    versions: Mapping[str, str] = field(default_factory=dict)  # target -> version (results carry it)
+
+    def version(self, task: Task) -> str:
+        return self.versions.get(task.example.target, "")
+
+
+def replay(tasks: Sequence[Task], evaluation: Evaluation) -> tuple[list[Result], list[Task]]:
+    """Every task the cache answers in full, judged (no model needed); and the tasks left to run."""
+    done, todo = [], []
+    for task in tasks:
         try:
-            hits[call.key] = Completion(
-                text=str(entry["text"]),
-                tokens_in=int(entry["tokens_in"]),
-                tokens_out=int(entry["tokens_out"]),
-                latency_ms=float(entry["latency_ms"]),
-                attempts=0,
-            )
-        except (KeyError, TypeError, ValueError):
+            solution = evaluation.solver(task, CachedChat(evaluation.cache, evaluation.keying, task.repeat))
+        except CacheMiss:
+            todo.append(task)
             continue
-    return hits
+        done.append(judge(task, evaluation.version(task), solution, None, cached=True))
+    return done, todo
 
 
 def run(
-    calls: Sequence[Call],
-    chat: Chat,
-    cache: ResponseCache,
+    tasks: Sequence[Task],
+    evaluation: Evaluation,
+    chat: Chat | None,
     *,
     concurrency: int,
     max_error_rate: float,
     on_result: Callable[[Result], None] | None = None,
-    hits: Mapping[str, Completion] | None = None,
+    replayed: tuple[list[Result], list[Task]] | None = None,
 ) -> Outcome:
-    """Every call judged: cached ones first, the rest on `concurrency` worker threads.
+    """Every task judged: those the cache answers first, the rest on `concurrency` worker threads
+    calling `chat` (None when `replayed`, the caller's own `replay`, left nothing to run).
 
     Workers are daemon threads fed from a queue, so Ctrl-C returns at once with what finished
     instead of waiting for requests in flight (a hung endpoint would otherwise hold the process
     for a whole read timeout). Every success is in the cache before it is reported.
     """
-    outcome = Outcome(results=[], planned=len(calls))
-    progress = Progress(len(calls))
-    hits = lookup(calls, cache) if hits is None else hits
+    outcome = Outcome(results=[], planned=len(tasks))
+    progress = Progress(len(tasks))
 
     def emit(result: Result) -> None:
         outcome.results.append(result)
@@ -200,52 +263,51 @@ def run(
         if on_result:
             on_result(result)
 
-    todo = [call for call in calls if call.key not in hits]
-    for call in calls:
-        if call.key in hits:
-            emit(judge(call, hits[call.key], None, cached=True))
+    done, todo = replayed if replayed is not None else replay(tasks, evaluation)
+    for result in done:
+        emit(result)
+    if todo and chat is None:
+        raise ValueError("run: tasks are left to run but no chat was given")
 
     stop = threading.Event()
-    # The run is lost once errors exceed this many, whatever the remaining calls do. Workers count
-    # errors themselves, so no worker starts another call after the one that crossed the line.
-    error_budget = max_error_rate * len(calls)
-    errors = 0
+    # The run is lost once errors exceed this many, whatever the remaining tasks do. Workers count
+    # errors themselves, so no worker starts another task after the one that crossed the line.
+    error_budget = max_error_rate * len(tasks)
     lock = threading.Lock()
-    work: queue.SimpleQueue[Call] = queue.SimpleQueue()
-    finished: queue.SimpleQueue[Result | BaseException | None] = queue.SimpleQueue()
-    for call in todo:
-        work.put(call)
+    work: queue.SimpleQueue[Task] = queue.SimpleQueue()
+    finished: queue.SimpleQueue[tuple[Result, int] | BaseException | None] = queue.SimpleQueue()
+    for task in todo:
+        work.put(task)
 
     def worker() -> None:
-        nonlocal errors
         while True:
             try:
-                call = work.get_nowait()
+                task = work.get_nowait()
             except queue.Empty:
                 return
             if stop.is_set():
                 finished.put(None)  # skipped: the run was aborted or interrupted
                 continue
+            cached_chat = CachedChat(evaluation.cache, evaluation.keying, task.repeat, chat)
             try:
-                completion = chat(call.messages, call.prompt.output_schema)
+                solution = evaluation.solver(task, cached_chat)
             except ModelError as exc:
                 with lock:
-                    errors += 1
-                    if errors > error_budget and not stop.is_set():
+                    outcome.errors += 1
+                    if outcome.errors > error_budget and not stop.is_set():
                         stop.set()
                         outcome.aborted = (
                             f"error rate above eval.max_error_rate={max_error_rate}: "
-                            f"{errors} of {len(calls)} calls failed (last: {exc})"
+                            f"{outcome.errors} of {len(tasks)} calls failed (last: {exc})"
                         )
-                finished.put(judge(call, None, exc, cached=False))
+                finished.put((judge(task, evaluation.version(task), None, exc, cached=False), 1))
                 continue
             except BaseException as exc:  # not a model error: the main thread re-raises it
                 finished.put(exc)
                 continue
             try:
-                answer = {k: getattr(completion, k) for k in ("text", "tokens_in", "tokens_out", "latency_ms")}
-                cache.put(call.key, answer)
-                finished.put(judge(call, completion, None, cached=False))
+                result = judge(task, evaluation.version(task), solution, None, cached=cached_chat.made == 0)
+                finished.put((result, int(cached_chat.made > 0)))
             except BaseException as exc:  # a worker that dies silently would leave the main thread waiting
                 finished.put(exc)
 
@@ -260,14 +322,15 @@ def run(
             if isinstance(item, BaseException):
                 stop.set()
                 raise item
-            outcome.calls_made += 1
-            emit(item)
+            result, made = item
+            outcome.calls_made += made
+            emit(result)
     except KeyboardInterrupt:
         outcome.interrupted = True
     finally:
         stop.set()
         progress.close()
-    order = {(c.example.id, c.repeat): i for i, c in enumerate(calls)}
+    order = {(t.example.id, t.repeat): i for i, t in enumerate(tasks)}
     outcome.results.sort(key=lambda r: order[(r.id, r.repeat)])
     return outcome
 

@@ -1,4 +1,4 @@
-"""Stage `evaluate`: the eval set through the model -> eval/metrics.json, results.jsonl, report.md.
+"""Stage `evaluate`: eval set + prompts + the app -> metrics.json, catalogue.json, results.jsonl, report.md.
 
 The stage always writes its outputs, even when thresholds are missed, so a bad head can still be
 reported and gated; `--check` (for CI scripts) makes it exit 1 when they are missed. Results are
@@ -14,11 +14,13 @@ import sys
 from pathlib import Path
 
 from .. import settings as settings_mod
-from ..app import connect, sampling
+from ..app.loader import load_app
+from ..app.prompts import load_all
+from ..app.runtime import client_chat, connect, sampling
 from ..errors import UserError
-from ..evaluation import golden, metrics, report, runner
+from ..evaluation import catalogue, golden, metrics, report, runner
 from ..evaluation.cache import ResponseCache
-from ..prompts import load_all
+from ..evaluation.results import Result, dumps
 
 
 def main(argv: list[str] | None = None, prog: str = "evaluate") -> int:
@@ -27,6 +29,7 @@ def main(argv: list[str] | None = None, prog: str = "evaluate") -> int:
     parser.add_argument("--prompts", type=Path, default=Path("prompts"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--metrics", type=Path, default=Path("eval/metrics.json"))
+    parser.add_argument("--catalogue", type=Path, default=Path("eval/catalogue.json"))
     parser.add_argument("--results", type=Path, default=Path("eval/results.jsonl"))
     parser.add_argument("--report", type=Path, default=Path("eval/report.md"))
     parser.add_argument("--no-cache", action="store_true", help="call the model for every example")
@@ -35,40 +38,42 @@ def main(argv: list[str] | None = None, prog: str = "evaluate") -> int:
 
     config = settings_mod.load(args.params)
     prompts = load_all(args.prompts)
+    app = load_app(config.app.entry)
     examples = golden.load(args.eval_set)
-    golden.check_prompts(examples, prompts, str(args.eval_set))
+    golden.check_targets(examples, prompts, app.flows, str(args.eval_set))
+    # The app's data (a flow's policies, say) as the service would load it from this checkout.
+    data = app.load(args.params.parent) if any(e.flow for e in examples) else None
     model = config.model
-    endpoint = "embedded" if model.embedded else model.base_url
-    calls = runner.plan(
-        examples, prompts, endpoint=endpoint, model=model.name, sampling=sampling(model),
-        repeats=config.eval.repeats,
-    )  # fmt: skip
     if model.api_key_env:
         model.api_key()  # a missing key is a clear error before any call, not 38 HTTP 401s
     cache = ResponseCache(config.eval.cache_dir, enabled=not args.no_cache)
+    evaluation = runner.Evaluation(
+        solver=runner.app_solver(prompts, app, data),
+        cache=cache,
+        keying=runner.Keying("embedded" if model.embedded else model.base_url, model.name, sampling(model)),
+        versions=runner.target_versions(prompts, app),
+    )
+    tasks = runner.plan(examples, config.eval.repeats)
 
-    for path in (args.metrics, args.results, args.report):
+    for path in (args.metrics, args.catalogue, args.results, args.report):
         path.parent.mkdir(parents=True, exist_ok=True)
     with args.results.open("w") as results_file, cache:
 
-        def record(result: runner.Result) -> None:
+        def record(result: Result) -> None:
             results_file.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
             results_file.flush()
 
-        hits = runner.lookup(calls, cache)
+        replayed = runner.replay(tasks, evaluation)
         # Everything cached: no model server, no HTTP client (a re-run must be instant).
-        everything_cached = len(hits) == len(calls)
-        with contextlib.nullcontext() if everything_cached else connect(model, config.eval) as client:
-
-            def chat(messages, schema):
-                return client.chat(messages, schema=schema, **sampling(model))
-
+        nothing_left = not replayed[1]
+        with contextlib.nullcontext() if nothing_left else connect(model, config.eval) as client:
             outcome = runner.run(
-                calls, chat, cache, concurrency=config.eval.concurrency,
-                max_error_rate=config.eval.max_error_rate, on_result=record, hits=hits,
+                tasks, evaluation, None if client is None else client_chat(client, model),
+                concurrency=config.eval.concurrency, max_error_rate=config.eval.max_error_rate,
+                on_result=record, replayed=replayed,
             )  # fmt: skip
     # Rewrite in plan order (the live file was in completion order).
-    args.results.write_text("".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in outcome.results))
+    args.results.write_text(dumps(outcome.results))
 
     prices = {"input": model.input_usd_per_1m_tokens, "output": model.output_usd_per_1m_tokens}
     values = metrics.compute(outcome.results, prices)
@@ -81,14 +86,16 @@ def main(argv: list[str] | None = None, prog: str = "evaluate") -> int:
         args.metrics.unlink(missing_ok=True)
     else:
         args.metrics.write_text(json.dumps(values, indent=2) + "\n")
+        args.catalogue.write_text(catalogue.dumps(metrics.catalogue_of(values, outcome.results)))
     versions = {p.id: p.version for p in prompts.values()}
     args.report.write_text(
         report.render(
             values, outcome.results, missed=missed, prompt_versions=versions, model=model.name, aborted=stopped
         )
     )
+    cached = sum(r.cached for r in outcome.results)
     summary = (
-        f"{values['calls']} calls ({outcome.calls_made} to the model, {len(hits)} cached), "
+        f"{values['calls']} calls ({outcome.calls_made} to the model, {cached} cached), "
         f"pass_rate {values['pass_rate']:.3f}, error_rate {values['error_rate']:.3f}, "
         f"p95 {values['latency_p95_ms']:.0f} ms"
     )

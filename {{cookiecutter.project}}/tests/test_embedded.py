@@ -12,11 +12,10 @@ import requests
 # `make setup-dev` (CI's lint/unit job) skips the llama.cpp build; `make setup` installs it.
 pytest.importorskip("llama_cpp", reason="the embedded model is installed by `make setup`")
 
-from {{ cookiecutter.package }}.app import App, connect
-from {{ cookiecutter.package }}.local_model import embedded_server, model_path
-from {{ cookiecutter.package }}.prompts import load_all
+from {{ cookiecutter.package }}.app.embedded import embedded_server, model_path
+from {{ cookiecutter.package }}.app.prompts import load_all
+from {{ cookiecutter.package }}.app.runtime import Caller, client_chat, connect
 from {{ cookiecutter.package }}.settings import load
-from {{ cookiecutter.package }}.versions import POLICIES_FILE, load_policies
 
 pytestmark = pytest.mark.model
 
@@ -47,7 +46,7 @@ def test_sigterm_stops_the_server_too(tmp_path):
         f"""
         import sys, time
         from pathlib import Path
-        from {{ cookiecutter.package }}.local_model import embedded_server
+        from {{ cookiecutter.package }}.app.embedded import embedded_server
         with embedded_server(log_dir=Path({str(tmp_path)!r})) as url:
             print(url, flush=True)
             time.sleep(60)
@@ -62,13 +61,16 @@ def test_sigterm_stops_the_server_too(tmp_path):
         requests.get(f"{base_url}/models", timeout=2)
 
 
-def test_app_answers_a_request_deterministically():
+def test_every_prompt_answers_deterministically():
     settings = load()
+    prompts = load_all()
     with connect(settings.model) as client:
-        app = App(load_all(), client, settings.model)
-        first = app.answer("My order BH-10422 has not arrived yet.", load_policies(POLICIES_FILE))
-        again = app.answer("My order BH-10422 has not arrived yet.", load_policies(POLICIES_FILE))
-    assert first.intent in {"order_status", "refund", "account", "product", "other"}
-    assert [call.prompt for call in first.calls] == ["classify_intent", "extract_order", "answer_policy"]
-    # Temperature 0 and a fixed seed make the embedded model deterministic (latencies aside).
-    assert (first.decision(), first.text) == (again.decision(), again.text)
+        call = Caller(prompts, client_chat(client, settings.model))
+        for prompt in prompts.values():
+            variables = {v: "My order BH-10422 has not arrived yet." for v in prompt.variables}
+            first, again = call(prompt.id, variables), call(prompt.id, variables)
+            assert first.text.strip(), prompt.id
+            # Temperature 0 and a fixed seed make the embedded model deterministic (latencies aside).
+            assert first.text == again.text, prompt.id
+            if prompt.output_schema is not None:
+                assert first.data is not None, f"{prompt.id}: the grammar must give JSON: {first.text!r}"

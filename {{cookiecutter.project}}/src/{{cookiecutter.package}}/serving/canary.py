@@ -3,17 +3,17 @@
 `analyze` compares the canary track with the stable track on three signals and decides:
 - error rate: share of answers with a 5xx status (`llm_requests_total{status=~"5.."}`);
 - p95 latency: from the `llm_request_latency_seconds` histogram (as PromQL's histogram_quantile);
-- shadow/online agreement: intent + order fields of shadow vs served answers (`llm_shadow_requests_total`),
+- shadow agreement: each flow's decision, shadow vs served (`llm_shadow_requests_total`),
   counted when at least `canary.min_shadow_samples` comparisons exist.
 Thresholds are params.yaml `canary.*`. Exit 0 = promote, 1 = rollback (the failing signals are
 named), 3 = inconclusive (too little traffic), 2 = cannot analyze (an unreachable URL, bad params).
 Inputs: each track's own `/metrics` (`--stable URL --canary URL`; one pod each, counts since start)
 or a Prometheus server (`--prometheus URL`, the pods' `track` label, a time window).
 
-`deploy|promote|rollback` print the kubectl steps (namespace `llm-app`, see k8s/README.md); with
-`--apply` they run them and stop at the first failure. `promote` first moves the registry alias
-(candidate -> champion) with the project's `promote` command; if that fails, nothing in the cluster
-changes.
+`deploy|promote|rollback` print the kubectl steps of rollout.py (namespace `llm-app`, see
+k8s/README.md); with `--apply` they run them and stop at the first failure. `promote` first moves the
+registry alias (candidate -> champion), as `<project> promote` does; if that fails, nothing in the
+cluster changes.
 """
 
 from __future__ import annotations
@@ -21,10 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shlex
-import shutil
-import subprocess
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -32,13 +28,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import PROJECT
-from .errors import UserError
-from .settings import CanarySettings
-from .settings import load as load_settings
+from ..errors import UserError
+from ..settings import CanarySettings
+from ..settings import load as load_settings
+from . import rollout
 
-NAMESPACE = "llm-app"
-APP = "llm-app"
 PROMOTE, ROLLBACK, INCONCLUSIVE = "promote", "rollback", "inconclusive"
 EXIT = {PROMOTE: 0, ROLLBACK: 1, INCONCLUSIVE: 3}
 
@@ -195,7 +189,7 @@ def from_endpoints(stable_url: str, canary_url: str) -> tuple[TrackStats, TrackS
     )
 
 
-def prometheus_queries(window: str, app: str = APP) -> dict[str, str]:
+def prometheus_queries(window: str, app: str = rollout.APP) -> dict[str, str]:
     sel = f'app="{app}"'
     return {
         "requests": f"sum by (track) (increase(llm_requests_total{{{sel}}}[{window}]))",
@@ -229,99 +223,6 @@ def from_prometheus(url: str, window: str) -> tuple[TrackStats, TrackStats]:
         )
 
     return track("stable"), track("canary")
-
-
-# ----------------------------------------------------------------------------------------- kubectl plans
-
-
-@dataclass(frozen=True)
-class Step:
-    argv: tuple[str, ...]
-    why: str
-
-    def __str__(self) -> str:
-        return shlex.join(self.argv)
-
-
-def _kubectl(*args: str) -> tuple[str, ...]:
-    return ("kubectl", "-n", NAMESPACE, *args)
-
-
-def _weights(stable: int, canary: int) -> tuple[str, ...]:
-    patch = json.dumps(
-        [
-            {"op": "replace", "path": "/spec/rules/0/backendRefs/0/weight", "value": stable},
-            {"op": "replace", "path": "/spec/rules/0/backendRefs/1/weight", "value": canary},
-        ]
-    )
-    return _kubectl("patch", "httproute", APP, "--type=json", "-p", patch)
-
-
-def deploy_plan(image: str, weight: int, gateway: bool = True) -> list[Step]:
-    steps = [
-        Step(_kubectl("set", "image", f"deployment/{APP}-canary", f"app={image}"), "ship the image to the canary only"),
-        Step(_kubectl("scale", f"deployment/{APP}-canary", "--replicas=1"), "make sure the canary runs"),
-        Step(_kubectl("rollout", "status", f"deployment/{APP}-canary", "--timeout=5m"), "wait until it is ready"),
-    ]
-    if gateway:
-        steps.append(Step(_weights(100 - weight, weight), f"send it {weight}% of traffic"))
-    return steps
-
-
-def promote_plan(image: str, gateway: bool = True) -> list[Step]:
-    steps = [
-        Step(_kubectl("set", "image", f"deployment/{APP}-stable", f"app={image}"), "stable runs the canary's image"),
-        # Also when the image did not change: stable pods resolve the `champion` alias at start-up.
-        Step(_kubectl("rollout", "restart", f"deployment/{APP}-stable"), "stable pods load the new champion"),
-        Step(_kubectl("rollout", "status", f"deployment/{APP}-stable", "--timeout=5m"), "wait until it is ready"),
-    ]
-    if gateway:
-        steps.append(Step(_weights(100, 0), "all traffic to stable"))
-    return steps
-
-
-def rollback_plan(gateway: bool = True) -> list[Step]:
-    steps = [Step(_weights(100, 0), "no traffic to the canary")] if gateway else []
-    steps.append(Step(_kubectl("scale", f"deployment/{APP}-canary", "--replicas=0"), "stop the canary"))
-    return steps
-
-
-def canary_image() -> str:
-    """The image the canary Deployment runs (what `promote` ships to stable)."""
-    argv = _kubectl("get", f"deployment/{APP}-canary", "-o", "jsonpath={.spec.template.spec.containers[0].image}")
-    out = subprocess.run(_resolve(argv), capture_output=True, text=True, check=False)
-    if out.returncode != 0 or not out.stdout.strip():
-        raise UserError(f"cannot read the canary image: {shlex.join(argv)}: {out.stderr.strip()[:300]}")
-    return out.stdout.strip()
-
-
-def _resolve(argv: Sequence[str]) -> list[str]:
-    exe = shutil.which(argv[0])
-    if exe is None:
-        raise UserError(f"{argv[0]} not found on PATH (needed for --apply)")
-    return [exe, *argv[1:]]
-
-
-def run_steps(steps: Sequence[Step], apply: bool) -> int:
-    for i, step in enumerate(steps, 1):
-        print(f"{i}. {step}    # {step.why}")
-        if apply:
-            code = subprocess.run(_resolve(step.argv), check=False).returncode
-            if code != 0:
-                print(f"step {i} failed (exit {code}); stopped", file=sys.stderr)
-                return 1
-    if not apply:
-        print("(not applied: run again with --apply)")
-    return 0
-
-
-def move_alias(action: str, apply: bool) -> int:
-    """Step 0 of a promotion: `<project> promote` moves the MLflow alias candidate -> champion, so
-    the registry and the cluster never disagree about what is live."""
-    from .cli import main as cli_main
-
-    print(f"0. {PROJECT} {action}    # move the registry alias")
-    return cli_main([action]) if apply else 0
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -377,20 +278,17 @@ def main(argv: list[str] | None = None, prog: str = "canary") -> int:
     if args.action == "deploy":
         if not 0 <= args.weight <= 100:
             raise UserError(f"--weight: expected 0-100, got {args.weight}")
-        return run_steps(deploy_plan(args.image, args.weight, gateway), args.apply)
+        return rollout.run_steps(rollout.deploy_plan(args.image, args.weight, gateway), args.apply)
     if args.action == "rollback":
         # The candidate never became champion, so the registry has nothing to undo (`rollback` moves
         # the champion back after a bad promotion: docs/runbooks/rollback.md).
-        return run_steps(rollback_plan(gateway), args.apply)
+        return rollout.run_steps(rollout.rollback_plan(gateway), args.apply)
     # Everything the cluster steps need is found before the alias moves (a missing kubectl or canary
     # Deployment must not leave the registry ahead of the cluster); the alias moves before any change.
-    image = args.image or (canary_image() if args.apply else "<canary-image>")
-    steps = promote_plan(image, gateway)
+    image = args.image or (rollout.canary_image() if args.apply else "<canary-image>")
+    steps = rollout.promote_plan(image, gateway)
     if args.apply:
         for step in steps:
-            _resolve(step.argv)
-    code = move_alias("promote", args.apply)
-    if code != 0:
-        print("registry alias move failed; nothing changed in the cluster", file=sys.stderr)
-        return code
-    return run_steps(steps, args.apply)
+            rollout.resolve(step.argv)
+    rollout.move_alias("promote", args.apply)  # a registry error stops here: nothing changed in the cluster
+    return rollout.run_steps(steps, args.apply)

@@ -1,0 +1,33 @@
+"""Find the project's app: `app.entry` in params.yaml names it as `module:attribute`.
+
+Imported only when named, so the framework never imports an app it was not told about, and a team
+replaces the example by pointing `app.entry` at its own module (or at nothing: the app is then its
+prompts, each callable on its own).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ..errors import UserError
+from .contract import App
+
+PROMPTS_ONLY = App(name="prompts")
+
+
+def load_app(entry: str) -> App:
+    """The `App` that `entry` names; `PROMPTS_ONLY` for an empty entry. A bad entry is a UserError."""
+    if not entry:
+        return PROMPTS_ONLY
+    module_name, sep, attribute = entry.partition(":")
+    if not sep or not module_name or not attribute:
+        raise UserError(f"app.entry: {entry!r} must be 'module:attribute', e.g. 'my_package.review:APP'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UserError(f"app.entry: cannot import {module_name!r} ({exc})") from None
+    app = getattr(module, attribute, None)
+    if not isinstance(app, App):
+        found = "nothing" if app is None else type(app).__name__
+        raise UserError(f"app.entry: {entry!r} must name an App (see app/contract.py), found {found}")
+    return app

@@ -1,0 +1,87 @@
+"""Render a prompt, call the model, parse the answer: the one path the eval, the service, the
+registered pyfunc model and every flow take, so that what is evaluated is what ships."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from ..errors import UserError
+from ..settings import EvalSettings, ModelSettings
+from .client import ChatClient, Completion, RetryPolicy
+from .contract import Answer
+from .prompts import Prompt, PromptError
+
+# (rendered messages, output schema) -> completion: a client's chat, or a cached one in the eval.
+Chat = Callable[[Sequence[Mapping[str, str]], Mapping[str, Any] | None], Completion]
+
+
+def sampling(model: ModelSettings) -> dict[str, Any]:
+    """The sampling parameters sent with every call (and part of every cache key)."""
+    return {"temperature": model.temperature, "max_tokens": model.max_tokens, "seed": model.seed}
+
+
+def parse_output(prompt: Prompt, text: str) -> Any:
+    """The answer's JSON for a prompt with an output schema; None for free text or unparsable JSON
+    (the eval scores that as json_valid=False; callers see None)."""
+    if prompt.output_schema is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+class Caller:
+    """`caller(prompt_id, variables) -> Answer` over a set of prompts and a chat function."""
+
+    def __init__(self, prompts: Mapping[str, Prompt], chat: Chat) -> None:
+        self.prompts = prompts
+        self.chat = chat
+
+    def __call__(self, prompt_id: str, variables: Mapping[str, Any]) -> Answer:
+        prompt = self.prompts.get(prompt_id)
+        if prompt is None:
+            raise PromptError(f"no prompt {prompt_id!r} (have: {', '.join(sorted(self.prompts))})")
+        completion = self.chat(prompt.render(variables), prompt.output_schema)
+        return Answer(prompt.id, prompt.version, completion.text, parse_output(prompt, completion.text), completion)
+
+
+def client_chat(client: ChatClient, model: ModelSettings) -> Chat:
+    """A Chat on `client` with the model's sampling parameters."""
+    params = sampling(model)
+    return lambda messages, schema: client.chat(messages, schema=schema, **params)
+
+
+@contextlib.contextmanager
+def connect(model: ModelSettings, evaluation: EvalSettings | None = None) -> Iterator[ChatClient]:
+    """A client for the configured endpoint; for `embedded`, the local server runs meanwhile."""
+    evaluation = evaluation or EvalSettings()
+    retry = RetryPolicy(max_attempts=evaluation.max_attempts, max_retry_s=evaluation.max_retry_s)
+    timeout = (model.connect_timeout_s, model.read_timeout_s)
+    if not model.embedded:
+        client = ChatClient(
+            model.base_url, model.name, model.api_key(), timeout=timeout, retry=retry,
+            pool_size=evaluation.concurrency,
+        )  # fmt: skip
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    if importlib.util.find_spec(f"{__package__}.embedded") is None:
+        raise UserError("model.base_url: 'embedded' is not available in this project; set an OpenAI-compatible URL")
+    from .embedded import embedded_server
+
+    with embedded_server(seed=model.seed) as base_url:
+        client = ChatClient(
+            base_url, "embedded", None, timeout=timeout, retry=retry,
+            pool_size=evaluation.concurrency, json_schema_style="llama.cpp",
+        )  # fmt: skip
+        try:
+            yield client
+        finally:
+            client.close()

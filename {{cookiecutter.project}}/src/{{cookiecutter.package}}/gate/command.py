@@ -1,0 +1,53 @@
+"""`<project> gate --base REV`: the PR gate, in three steps - load every input once (inputs.py),
+judge with a pure function (verdict.py), render the report (report.py).
+
+Exit codes: 0 pass, 1 regression, 2 unusable input (the reason is named, in the report too).
+`dvc metrics diff` itself exits 0 on null or corrupt metrics and `--md` rounds, so the gate reads
+the full-precision JSON and checks the head's metrics file itself; the head must not be stale (the
+pipeline unchanged since it ran, per `dvc status`) and the base revision must be known.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .. import settings as settings_mod
+from . import inputs, report, verdict
+
+
+def main(argv: list[str] | None = None, prog: str = "gate") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser.add_argument("--base", required=True, help="git revision to compare with (e.g. main, origin/main)")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--metrics", type=Path, default=Path("eval/metrics.json"))
+    parser.add_argument("--catalogue", type=Path, default=Path("eval/catalogue.json"))
+    parser.add_argument("--results", type=Path, default=Path("eval/results.jsonl"))
+    parser.add_argument("--golden", type=Path, default=Path("eval/golden.jsonl"))
+    parser.add_argument("--report", type=Path, default=Path("eval/gate.md"))
+    args = parser.parse_args(argv)
+    config = settings_mod.load(args.params)
+    paths = inputs.GatePaths(args.metrics, args.catalogue, args.results, args.golden)
+    try:
+        loaded = inputs.load(args.base, paths, config.gate.required)
+        result = verdict.judge(loaded, config)
+    except inputs.GateInputError as exc:
+        print(f"{prog}: unusable input: {exc}", file=sys.stderr)
+        publish(report.render_unusable(args.base, str(exc)), args.report)
+        return 2
+    text = report.render(result, loaded, config.gate.alpha)
+    publish(text, args.report)
+    print(text)
+    return 1 if result.failed else 0
+
+
+def publish(text: str, path: Path) -> None:
+    """The report to its file and, in GitHub Actions, to the job summary."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a") as out:
+            out.write(text + "\n")

@@ -1,0 +1,179 @@
+"""The gate's inputs, loaded once into one `GateInputs`: the base revision, files at the base
+(through git), the head's files, and what DVC says (`dvc metrics diff --json`, `dvc status`). Every
+failure is a `GateInputError` naming what is unusable and what to do: the gate exits 2 with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..evaluation import catalogue as catalogue_mod
+from ..evaluation.metrics import is_number
+from ..evaluation.results import Result, ResultsError
+from ..evaluation.results import parse as parse_results
+
+QUIET = {"DVC_NO_ANALYTICS": "1"}
+
+
+class GateInputError(UserError):
+    """The gate cannot judge (no metrics, null metrics, stale metrics, unknown base): exit 2."""
+
+
+def git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+
+
+def check_base(base: str) -> None:
+    if git("rev-parse", "--verify", "--quiet", f"{base}^{{commit}}").returncode != 0:
+        raise GateInputError(f"unknown base revision {base!r}: fetch it first (in CI: `make fetch-base BASE=<branch>`)")
+
+
+def at_base(base: str, path: str) -> str | None:
+    """The file's text at `base` (through git: metrics and results are committed), None if absent."""
+    proc = git("show", f"{base}:./{path}")
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def load_json(text: str, source: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise GateInputError(f"{source} is not valid JSON ({exc}); re-run `dvc repro`") from None
+    if not isinstance(data, dict):
+        raise GateInputError(f"{source} must hold a JSON object of metrics, not {type(data).__name__}")
+    return data
+
+
+def read_head(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        raise GateInputError(f"{path} is missing on the head side: run `dvc repro` first") from None
+
+
+def dvc_json(*args: str) -> Any:
+    """Run `dvc <args>` (this interpreter's DVC, analytics off) and parse what it prints as JSON."""
+    what = f"`dvc {' '.join(a for a in args if a != '--json')}`"
+    cmd = [sys.executable, "-m", "dvc", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **QUIET}, check=False)
+    if proc.returncode != 0:
+        raise GateInputError(f"{what} failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
+    try:
+        return json.loads(proc.stdout or "{}")
+    except ValueError:
+        raise GateInputError(f"{what} printed no JSON: {proc.stdout[:200]!r}") from None
+
+
+def check_fresh(metrics_file: str) -> None:
+    """Fail when the stage producing the metrics changed since it ran (`dvc status`): stale numbers."""
+    changed = dvc_json("status", "--json", metrics_file)
+    if changed:
+        what = "; ".join(f"{stage}: {json.dumps(items)[:300]}" for stage, items in changed.items())
+        raise GateInputError(f"{metrics_file} is stale, the pipeline changed since it ran ({what}): run `dvc repro`")
+
+
+def read_diff(base: str, metrics_file: str) -> dict[str, dict[str, Any]]:
+    """`dvc metrics diff <base> --json --all` for our metrics file: {metric: {old, new, diff}}."""
+    data = dvc_json("metrics", "diff", base, "--all", "--json", "--targets", metrics_file)
+    # Keys are paths as DVC prints them; match ours regardless of ./ or platform separators.
+    for path, metrics in data.items():
+        if Path(path) == Path(metrics_file):
+            return metrics
+    return {}
+
+
+def read_golden(path: Path) -> dict[str, dict[str, Any]]:
+    """id -> example, for the report only: an unreadable golden set costs the report its inputs."""
+    examples = {}
+    try:
+        for line in path.read_text().splitlines():
+            if line.strip():
+                example = json.loads(line)
+                examples[str(example.get("id"))] = example
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return examples
+
+
+@dataclass(frozen=True)
+class GatePaths:
+    metrics: Path = Path("eval/metrics.json")
+    catalogue: Path = Path("eval/catalogue.json")
+    results: Path = Path("eval/results.jsonl")
+    golden: Path = Path("eval/golden.jsonl")
+
+
+@dataclass(frozen=True)
+class GateInputs:
+    """Everything the verdict needs, read once: nothing after this touches git, DVC or a file."""
+
+    base: str
+    diff: Mapping[str, Mapping[str, Any]]  # `dvc metrics diff`: metric -> {old, new, diff}
+    head_metrics: Mapping[str, Any]
+    catalogue: Mapping[str, catalogue_mod.Metric]  # the head's, completed by the base's
+    head_results: Sequence[Result]
+    base_results: Sequence[Result] | None  # None: no usable results at the base (no paired test)
+    golden: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # id -> example, for the report
+    notes: Sequence[str] = ()
+
+
+def check_head(metrics: Mapping[str, Any], required: Sequence[str], source: str) -> None:
+    for name in required:
+        if name not in metrics:
+            raise GateInputError(f"required metric {name!r} is missing from {source} (gate.required)")
+        if not is_number(metrics[name]):
+            raise GateInputError(f"required metric {name!r} is {json.dumps(metrics[name])} in {source}, not a number")
+
+
+def load(base: str, paths: GatePaths, required: Sequence[str]) -> GateInputs:
+    """Read and check every input of the gate (GateInputError on the first unusable one)."""
+    check_base(base)
+    metrics_file, results_file = str(paths.metrics), str(paths.results)
+    head_metrics = load_json(read_head(paths.metrics), f"{metrics_file} (head)")
+    check_head(head_metrics, required, f"{metrics_file} (head)")
+    try:
+        head_results = parse_results(read_head(paths.results), f"{results_file} (head)")
+    except ResultsError as exc:
+        raise GateInputError(str(exc)) from None
+    base_text = at_base(base, metrics_file)
+    if base_text is not None:
+        load_json(base_text, f"{metrics_file} at {base}")  # a corrupt base would make every metric "new"
+    check_fresh(metrics_file)
+    diff = read_diff(base, metrics_file)
+    catalogue = _catalogue(read_head(paths.catalogue), f"{paths.catalogue} (head)")
+    base_catalogue = at_base(base, str(paths.catalogue))
+    if base_catalogue is not None:
+        # Metrics only the base has keep their meaning; an unreadable base catalogue only costs that.
+        with contextlib.suppress(ValueError):
+            catalogue = {**catalogue_mod.parse(base_catalogue, "base"), **catalogue}
+    notes = []
+    base_results: list[Result] | None = None
+    text = at_base(base, results_file)
+    if base_text is None:
+        notes.append(f"No {metrics_file} at `{base}` (first run?): nothing to compare, the gate passes.")
+    if text is None:
+        notes.append(f"No {results_file} at `{base}`: paired statistics skipped.")
+    else:
+        try:
+            base_results = parse_results(text, f"{results_file} at {base}")
+        except ResultsError as exc:
+            notes.append(f"Paired statistics skipped: {exc}")
+    return GateInputs(
+        base, diff, head_metrics, catalogue, head_results, base_results, read_golden(paths.golden), tuple(notes)
+    )
+
+
+def _catalogue(text: str, source: str) -> dict[str, catalogue_mod.Metric]:
+    try:
+        return catalogue_mod.parse(text, source)
+    except ValueError as exc:
+        raise GateInputError(f"{exc}; re-run `dvc repro`") from None

@@ -1,0 +1,103 @@
+"""The gate's verdict: a pure function of its inputs (`inputs.GateInputs`) and the settings.
+
+- required metrics (`gate.required`) present and numeric on the head (checked when loading);
+- absolute thresholds (`thresholds.min/max`) on the head;
+- per-metric tolerances (`gate.tolerance`), in the direction the metric catalogue gives (latency,
+  cost, tokens and errors up are worse; rates down are worse). Rates that a per-call verdict
+  exists for (pass_rate, tag and scorer rates) are then judged by the paired comparison with the
+  base's results - see `paired.py` for how significance and tolerance combine.
+Metrics missing on the base (first run) pass with a note; without results on the base the
+tolerances alone decide, also with a note.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .. import settings as settings_mod
+from ..evaluation.catalogue import HIGHER, LOWER
+from ..evaluation.metrics import missed_thresholds
+from . import paired
+from .inputs import GateInputError, GateInputs, check_head
+
+
+@dataclass
+class Verdict:
+    metric: str
+    old: float | None
+    new: float | None
+    status: str  # "regression" | "warn" | "ok" | "new" | "info"
+    why: str = ""
+
+
+@dataclass
+class GateResult:
+    verdicts: list[Verdict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    paired: dict[str, paired.Paired] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return any(v.status == "regression" for v in self.verdicts)
+
+    @property
+    def status(self) -> str:
+        if self.failed:
+            return "failed"
+        return "warn" if any(v.status == "warn" for v in self.verdicts) else "passed"
+
+
+def pairs(inputs: GateInputs, gate: settings_mod.GateSettings) -> dict[str, paired.Paired] | None:
+    """The paired comparison of every rate the gate judges (None: no results on the base)."""
+    if inputs.base_results is None:
+        return None
+    metrics = paired.paired_metrics(["pass_rate", *gate.tolerance], inputs.catalogue)
+    return {m.name: paired.compare(inputs.base_results, inputs.head_results, m) for m in metrics}
+
+
+def judge(inputs: GateInputs, config: settings_mod.Settings) -> GateResult:
+    """Verdict per metric, then the absolute thresholds; regressions make the gate fail."""
+    gate = config.gate
+    if not inputs.diff:
+        raise GateInputError(
+            "`dvc metrics diff` returned nothing although the metrics file is declared: is it committed and "
+            "listed under `metrics:` in dvc.yaml?"
+        )
+    check_head(inputs.head_metrics, gate.required, "the head's metrics")
+    result = GateResult(notes=list(inputs.notes), paired=pairs(inputs, gate) or {})
+    for name, entry in sorted(inputs.diff.items()):
+        metric = inputs.catalogue.get(name)
+        if metric is not None and metric.interval_of is not None:
+            continue  # interval bounds move with the rate; the rate is judged, the bounds would double-count
+        old, new = entry.get("old"), entry.get("new")
+        if new is None:
+            if name in gate.required:
+                raise GateInputError(f"required metric {name!r} is null on the head side")
+            result.verdicts.append(Verdict(name, old, None, "info", "no value on the head"))
+            continue
+        if old is None:
+            result.verdicts.append(Verdict(name, None, new, "new", "no value on the base (first run): passes"))
+            continue
+        tolerance = gate.tolerance.get(name)
+        if tolerance is None:
+            result.verdicts.append(Verdict(name, old, new, "info"))
+            continue
+        if metric is None or metric.better not in (HIGHER, LOWER):
+            result.verdicts.append(Verdict(name, old, new, "info", "not a judged metric (eval/catalogue.json)"))
+            continue
+        worse_by = (new - old) if metric.better == LOWER else (old - new)
+        if name in result.paired:
+            status, why = paired.decide(worse_by, tolerance, result.paired[name], gate.alpha, gate.max_drop)
+        elif worse_by > tolerance:
+            direction = "up" if metric.better == LOWER else "down"
+            status, why = "regression", f"{direction} {abs(new - old):.4g} (tolerance {tolerance:g})"
+        else:
+            status, why = "ok", f"within tolerance {tolerance:g}"
+        result.verdicts.append(Verdict(name, old, new, status, why))
+    for miss in missed_thresholds(inputs.head_metrics, config.thresholds.min, config.thresholds.max):
+        side = "below" if miss.bound == "min" else "above"
+        old = inputs.diff.get(miss.name, {}).get("old")
+        result.verdicts.append(
+            Verdict(miss.name, old, miss.value, "regression", f"{side} the absolute threshold {miss.bar:g}")
+        )
+    return result

@@ -1,0 +1,1 @@
+"""The MLflow registry: app versions pinned to their commit, the pyfunc model, promote / rollback."""

@@ -1,0 +1,1 @@
+"""The HTTP service, its logs / metrics / traces, canary analysis and the rollout steps."""
