@@ -1,13 +1,15 @@
 """What the HTTP service adds on top of the model: requests/s and p95 added latency.
 
 Bakes the default project (or uses --project), starts the baked project's fake OpenAI-compatible
-model server with a fixed latency per call, starts `python -m <package> serve` as its own process,
-and drives POST /v1/answer from client threads with keep-alive sessions. One answer = 3 model calls.
+model server with a fixed latency per call, starts `python -m <package> serve` as its own process on
+the framework's toy app (`testing/toy.py`: whatever app the project has, the service code is the
+same), and drives its flow, POST /v1/reply, from client threads with keep-alive sessions. One
+answer = 2 model calls.
 
 - added latency = client-side latency - the model time the server reports in `Server-Timing: model;dur=`
   (the server's own wall time waiting on the model, HTTP client included): what the service costs.
   Target: p95 under 5 ms.
-- throughput is compared with its physical limit here: concurrency / (3 x model latency).
+- throughput is compared with its physical limit here: concurrency / (2 x model latency).
 
     .venv/bin/python benchmarks/bench_server.py [--requests 300] [--concurrency 1 8] [--model-latency-ms 20]
 """
@@ -15,6 +17,7 @@ and drives POST /v1/answer from client threads with keep-alive sessions. One ans
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import statistics
 import sys
@@ -27,12 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-MESSAGES = (
-    "Where is my order BH-10422?",
-    "I want a refund for BH-20001, email me at ana@example.com",
-    "How do I reset my password?",
-    "Is the linen duvet in stock in size king?",
-)
+TEXTS = ("a good lamp", "a bad chair, write to ana@example.com", "good service", "the sofa is late")
+CALLS = 2  # the toy app's flow: label, then echo
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -51,7 +50,7 @@ def drive(url: str, total: int, concurrency: int) -> tuple[float, list[float], l
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
-    bodies = [json.dumps({"message": m}).encode() for m in MESSAGES]
+    bodies = [json.dumps({"text": t}).encode() for t in TEXTS]
     counter = iter(range(total))
     lock = threading.Lock()
     client_ms: list[float] = []
@@ -67,7 +66,7 @@ def drive(url: str, total: int, concurrency: int) -> tuple[float, list[float], l
                 if i is None:
                     return
                 started = time.perf_counter()
-                conn.request("POST", "/v1/answer", bodies[i % len(bodies)], {"Content-Type": "application/json"})
+                conn.request("POST", "/v1/reply", bodies[i % len(bodies)], {"Content-Type": "application/json"})
                 response = conn.getresponse()
                 payload = response.read()
                 elapsed = (time.perf_counter() - started) * 1000
@@ -105,19 +104,19 @@ def main() -> int:
             link_venv(project)
         project = project.resolve()
         sys.path.insert(0, str(project / "tests"))
-        from live_server import in_process, write_version
-
-        from tests.baked import fake_model_module
+        sys.path.insert(0, str(project / "src"))
+        from live_server import in_process
 
         package = project.name.replace("-", "_")
-        fake = fake_model_module(project)
-        model = fake.FakeModel(fake.support_answers(), latency_s=args.model_latency_ms / 1000)
+        fake = importlib.import_module(f"{package}.testing.fake_model")
+        toy = importlib.import_module(f"{package}.testing.toy")
+        model = fake.FakeModel(toy.answers, latency_s=args.model_latency_ms / 1000)
         model.start()
-        source = write_version(project, Path(tmp) / "version", model.base_url)
-        floor_ms = 3 * args.model_latency_ms
+        source = toy.write_version(project, Path(tmp) / "version", model.base_url)
+        floor_ms = CALLS * args.model_latency_ms
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"machine: {os.cpu_count()} CPUs, load average {load} (p95 columns include CPU contention)")
-        print(f"fake model: {args.model_latency_ms:g} ms per call, 3 calls per answer (floor {floor_ms:g} ms)")
+        print(f"fake model: {args.model_latency_ms:g} ms per call, {CALLS} calls per answer (floor {floor_ms:g} ms)")
         print(f"{'conc':>4} {'req/s':>8} {'limit':>8} {'ratio':>6} {'p50 ms':>8} {'p95 ms':>8} "
               f"{'model p95':>9} {'added p50':>9} {'added p95':>9} {'in-handler p95':>14}")  # fmt: skip
         try:
@@ -138,7 +137,7 @@ def main() -> int:
                     )
         finally:
             model.stop()
-    print("limit = concurrency / (3 x model latency): the rate if the service added nothing.")
+    print(f"limit = concurrency / ({CALLS} x model latency): the rate if the service added nothing.")
     print("added = client latency - model time reported by the server (Server-Timing); target p95 < 5 ms.")
     print("in-handler = the answer handler's own work (render, parse, log, metrics): added minus HTTP + framework.")
     return 0

@@ -75,13 +75,16 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(cmd: list[str], ready_url: str, cwd: Path, project: Path, timeout: float = 90) -> Iterator[None]:
-    """A server process on loopback (started with the project's env), stopped afterwards."""
+def server(
+    cmd: list[str], ready_url: str, cwd: Path, project: Path, timeout: float = 90, env: dict[str, str] | None = None
+) -> Iterator[None]:
+    """A server process on loopback (started with the project's env, plus `env`), stopped afterwards."""
     log = cwd / f"{Path(cmd[0]).name}.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            cmd, cwd=cwd, env=project_env(project), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+            cmd, cwd=cwd, env=project_env(project, **(env or {})), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
     try:
         deadline = time.monotonic() + timeout
         while True:

@@ -55,7 +55,8 @@ DEFAULT_FILES = {
         "stages/register.py",
         "testing/__init__.py", "testing/fake_model.py", "testing/prompt_checks.py", "testing/toy.py",
     )),
-    "tests/conftest.py", "tests/live_server.py", "tests/pipeline_outputs.py", "tests/test_canary.py",
+    "tests/conftest.py", "tests/live_server.py", "tests/pipeline_outputs.py", "tests/test_architecture.py",
+    "tests/test_canary.py",
     "tests/test_cli.py", "tests/test_client.py", "tests/test_container.py", "tests/test_embedded.py",
     "tests/test_evaluate.py", "tests/test_gate.py", "tests/test_golden.py", "tests/test_observability.py",
     "tests/test_prompts.py", "tests/test_registry.py", "tests/test_runner.py", "tests/test_scorers.py",
@@ -243,3 +244,44 @@ def test_project_dependencies_match_the_shared_test_environment(bake):
         extras = baked["optional-dependencies"]
         declared = set(baked["dependencies"]) | set(extras["dev"]) | set(extras["serve"])
         assert declared == set(root), declared ^ set(root)
+
+
+@pytest.mark.parametrize("answers", TREES, ids=combo_id)
+def test_readme_layout_table_matches_the_tree(bake, answers):
+    """Every path the generated README's layout table names exists, and every folder of the package
+    and of the project is in the table."""
+    project = bake(**answers)
+    readme = (project / "README.md").read_text()
+    table = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    named = set()
+    for row in table.strip().splitlines()[2:]:
+        first, *rest = re.findall(r"`([^`]+)`", row.split("|")[1])
+        # `src/pkg/cli.py`, `settings.py`: a bare name sits beside the first path of its row.
+        named |= {first.rstrip("/"), *(p if "/" in p else str(Path(first).parent / p) for p in rest)}
+    import yaml
+
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"].values()
+    outputs = {
+        next(iter(o)) if isinstance(o, dict) else o for st in stages for k in ("outs", "metrics") for o in st.get(k, [])
+    }
+    for path in named - outputs:  # what the pipeline writes exists only after `dvc repro`
+        assert (project / path).exists(), f"README layout names {path}, which the bake does not have"
+    files = project_files(project)
+    folders = {rel.split("/")[0] for rel in files if "/" in rel and not rel.startswith(".")}
+    folders |= {
+        "/".join(rel.split("/")[:3]) for rel in files if rel.startswith(f"src/{PACKAGE}/") and rel.count("/") > 2
+    }
+    covered = {f for f in folders if any(f == n or f.startswith(n + "/") or n.startswith(f + "/") for n in named)}
+    assert folders == covered, f"folders missing from the README layout table: {sorted(folders - covered)}"
+
+
+def test_the_framework_never_names_the_example(bake):
+    """No framework module names the example's prompts, data, fields or routes: the example can go."""
+    project = bake()
+    example = ("classify_intent", "extract_order", "answer_policy", "policies", "/v1/answer", "order_id", "intent")
+    framework = [p for p in (project / "src" / PACKAGE).rglob("*.py") if "support" not in p.parts]
+    for path in framework:
+        text = path.read_text()
+        assert not [name for name in example if name in text], path.relative_to(project)
+    for path in (project / "tests").glob("*.py"):  # the framework's tests: the example's live in tests/support/
+        assert not [name for name in ("classify_intent", "policies", "/v1/answer") if name in path.read_text()], path

@@ -22,8 +22,7 @@ import contextlib
 import dataclasses
 import threading
 import warnings
-from collections.abc import Iterable, Mapping
-from importlib import metadata
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +34,6 @@ from .versions import AppVersion, from_directory
 
 # MLflow asks for a narrower type hint than `list[Any]`; `predict` checks each request itself.
 warnings.filterwarnings("ignore", message=".*Any type hint is inferred as AnyType", category=UserWarning)
-
-
-def requirements(packages: Iterable[str]) -> list[str]:
-    """`name==installed version` for each package (the pip requirements logged with the model)."""
-    pinned = []
-    for name in packages:
-        try:
-            pinned.append(f"{name}=={metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            pinned.append(name)
-    return pinned
 
 
 def check_request(request: Any, version: AppVersion) -> tuple[str, str, Mapping[str, Any]]:

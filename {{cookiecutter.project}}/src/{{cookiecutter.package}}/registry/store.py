@@ -20,7 +20,7 @@ import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,6 +69,19 @@ class Registered:
 
 
 # --- pure helpers -----------------------------------------------------------------------------
+
+
+def requirements(packages: Iterable[str]) -> list[str]:
+    """`name==installed version` for each package (the pip requirements logged with the model)."""
+    from importlib import metadata
+
+    pinned = []
+    for name in packages:
+        try:
+            pinned.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pinned.append(name)
+    return pinned
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -265,8 +278,6 @@ def register(
     version directory does. The caller has already checked the absolute thresholds: this only records."""
     client = connect(uri)
     import mlflow
-
-    from .pyfunc import requirements
 
     # Look-ups-then-creates: two registers at once must not both add the same prompt or experiment.
     with store_lock(uri):

@@ -1,6 +1,6 @@
 """`<project> serve`: the HTTP service around any app (FastAPI on uvicorn).
 
-    POST /v1/<flow>          each flow of the app: its request body -> its reply (e.g. /v1/answer)
+    POST /v1/<flow>          each flow of the app: its request body -> its reply
     POST /v1/run/<prompt>    {"variables": {...}} -> the prompt's parsed output (`serve.prompt_routes`)
     GET  /healthz            liveness: the process answers
     GET  /readyz             readiness: prompts loaded and the model endpoint reachable (503 otherwise)

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None, prog: str = "evaluate") -> int:
     app = load_app(config.app.entry)
     examples = golden.load(args.eval_set)
     golden.check_targets(examples, prompts, app.flows, str(args.eval_set))
-    # The app's data (a flow's policies, say) as the service would load it from this checkout.
+    # The app's data files, read as the service reads them from a version, here from this checkout.
     data = app.load(args.params.parent) if any(e.flow for e in examples) else None
     model = config.model
     if model.api_key_env:
