@@ -142,6 +142,11 @@ def test_a_new_feature_needs_no_framework_file(endpoint, tmp_path):
     created = run(project, "review-insights", "new", "prompt", "review_insights", "--variables", "review",
                   "--fields", "sentiment", "--lists", "aspects").stdout  # fmt: skip
     assert "wrote tests/prompts/test_review_insights.py" in created
+    written = (project / "tests" / "prompts" / "test_review_insights.py").read_text()
+    # The starter's test is what `new prompt` writes (the prompt's name aside; the package is review_insights too).
+    for mention in ("prompts/{}.yaml", "new prompt {}", 'PROMPT = "{}"'):
+        written = written.replace(mention.format("review_insights"), mention.format("sentiment"))
+    assert written == (project / "tests/prompts/test_sentiment.py").read_text()
     stubbed = make(project, "repro", env=env, check=False)
     assert stubbed.returncode != 0 and "todo: a stub to fill in" in stubbed.stdout + stubbed.stderr
     (project / "prompts" / "review_insights.yaml").write_text(PROMPT)
