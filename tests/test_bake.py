@@ -29,6 +29,7 @@ PACKAGE = "support_bot"
 # here: the list is the contract of what a user gets.
 DEFAULT_FILES = {
     ".cruft.json", ".dvc/.gitignore", ".dvc/config", ".dvcignore", ".env.example", ".gitattributes",
+    ".github/CODEOWNERS", ".github/pull_request_template.md",
     ".github/dependabot.yml", ".github/workflows/ci.yml", ".github/workflows/retrain.yml", ".gitignore",
     ".python-version", "Makefile", "README.md", "dvc.yaml", "params.yaml", "pyproject.toml",
     ".dockerignore", "Dockerfile",
@@ -45,10 +46,10 @@ DEFAULT_FILES = {
         "evaluation/__init__.py", "evaluation/cache.py", "evaluation/catalogue.py", "evaluation/golden.py",
         "evaluation/metrics.py", "evaluation/report.py", "evaluation/results.py", "evaluation/runner.py",
         "evaluation/scorers.py", "evaluation/stats.py",
-        "gate/__init__.py", "gate/command.py", "gate/inputs.py", "gate/paired.py", "gate/report.py",
-        "gate/verdict.py",
-        "registry/__init__.py", "registry/lifecycle.py", "registry/pyfunc.py", "registry/store.py",
-        "registry/versions.py",
+        "gate/__init__.py", "gate/command.py", "gate/inputs.py", "gate/paired.py", "gate/policy.py",
+        "gate/report.py", "gate/verdict.py",
+        "registry/__init__.py", "registry/lifecycle.py", "registry/pyfunc.py", "registry/release.py",
+        "registry/store.py", "registry/versions.py",
         "serving/__init__.py", "serving/canary.py", "serving/observability.py", "serving/rollout.py",
         "serving/server.py",
         "stages/__init__.py", "stages/evaluate.py", "stages/plots.py", "stages/preprocess.py",

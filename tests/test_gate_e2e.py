@@ -10,19 +10,16 @@ and in milliseconds. The last test runs the CI workflow's own `run:` steps in a 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shlex
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.baked import fake_model
-from tests.bakery import link_venv, project_env
 from tests.conftest import run
+from tests.workflow_runner import Event, checkout, run_job
 
 ANSWERS = {"project": "gate-demo"}  # a bake of its own: these tests commit and branch in it
 GIT = ["git", "-c", "user.name=gate test", "-c", "user.email=gate@test.invalid"]
@@ -167,87 +164,44 @@ def test_unusable_input_exits_2_naming_the_reason(repo: Path, case: str) -> None
 
 # ---- the CI workflow's own steps, run in a fresh clone -------------------------------------
 
-# The pull_request event of a same-repository PR into main, as the steps see it.
-EXPRESSIONS = {
-    "github.base_ref": "main",
-    "github.event_name": "pull_request",
-    "secrets.MODEL_API_KEY": "",
-}
-# Every `if:` on a `run:` step, evaluated for that event; a new condition must be taught here.
-CONDITIONS: dict[str, Callable[[dict[str, str]], bool]] = {
-    "github.event_name == 'pull_request'": lambda outcomes: True,
-    "${{ !cancelled() && (success() || steps.repro.outcome == 'failure') }}": lambda outcomes: (
-        all(o == "success" for o in outcomes.values()) or outcomes.get("repro") == "failure"
-    ),
-}
-SETUP_TARGETS = {"setup", "setup-dev"}  # replaced by linking the shared venv (what they would install)
-
-
-def expand(value: object) -> str:
-    def substitute(match: re.Match) -> str:
-        name = match.group(1).strip()
-        if name not in EXPRESSIONS:
-            pytest.fail(f"the smoke run does not know the expression {name!r}: add it to EXPRESSIONS")
-        return EXPRESSIONS[name]
-
-    return re.sub(r"\$\{\{(.*?)\}\}", substitute, str(value))
-
-
-def run_job(clone: Path, workflow: dict, job_id: str, runner: dict[str, str]) -> dict[str, str]:
-    """Each `run:` step of the job in order, as GitHub's bash does; `uses:` steps skipped."""
-    job = workflow["jobs"][job_id]
-    outcomes: dict[str, str] = {}
-    for number, step in enumerate(job["steps"]):
-        if "run" not in step:
-            continue
-        name = step.get("id") or step.get("name") or f"step {number}"
-        condition = step.get("if")
-        if condition is not None:
-            if condition not in CONDITIONS:
-                pytest.fail(f"{job_id}: the smoke run does not know the condition {condition!r}")
-            if not CONDITIONS[condition](outcomes):
-                outcomes[name] = "skipped"
-                continue
-        script = step["run"]
-        words = shlex.split(script) if script.lstrip().startswith("make ") else []
-        if words[:1] == ["make"] and len(words) == 2 and words[1] in SETUP_TARGETS:
-            link_venv(clone)  # `make setup*` would install these same packages (minutes, network)
-            outcomes[name] = "success"
-            continue
-        env = {**runner}
-        for scope in (workflow.get("env", {}), job.get("env", {}), step.get("env", {})):
-            env.update({k: expand(v) for k, v in scope.items()})
-        proc = subprocess.run(
-            ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
-            cwd=clone, env=env, capture_output=True, text=True, timeout=600, check=False,
-        )  # fmt: skip
-        outcomes[name] = "success" if proc.returncode == 0 else "failure"
-        assert proc.returncode == 0, f"{job_id}: {name!r} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return outcomes
-
 
 def test_ci_run_steps_work_in_a_fresh_clone(repo: Path, tmp_path: Path) -> None:
     """The `checks` and `eval` jobs of a PR from `readme` into main, each on a fresh "runner"."""
     on(repo, "main")
-    summary = tmp_path / "step-summary.md"
-    workflow = yaml.safe_load((repo / ".github" / "workflows" / "ci.yml").read_text())
+    event = Event("pull_request", "refs/pull/7/merge", base_ref="main")
     outcomes = {}
     for job_id in ("checks", "eval"):
-        clone = tmp_path / job_id / "gate-demo"  # like actions/checkout: origin is the repository
-        subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
-        run(clone, "git", "checkout", "-q", "readme")
-        runner = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "VIRTUAL_ENV"))},
-            "CI": "true",
-            "GITHUB_REF_NAME": "7/merge",
-            "GITHUB_STEP_SUMMARY": str(summary),
-            "GITHUB_OUTPUT": str(tmp_path / job_id / "github-output"),
-            "RUNNER_TEMP": str(tmp_path / job_id),
-            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / job_id / 'mlflow.db'}",
-            "PATH": project_env(clone)["PATH"],
-        }
-        outcomes[job_id] = run_job(clone, workflow, job_id, runner)
+        clone = checkout(repo, "readme", tmp_path / job_id / "gate-demo")  # origin is the repository
+        store = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / job_id / 'mlflow.db'}"}
+        outcomes[job_id] = run_job(clone, job_id, event, tmp_path / job_id, store).outcomes
     assert len(outcomes["checks"]) >= 3 and set(outcomes["checks"].values()) == {"success"}, outcomes
-    assert set(outcomes["eval"].values()) == {"success"}, outcomes
-    assert "repro" in outcomes["eval"] and (clone / "eval" / "gate.md").is_file()
-    assert "## ✅ Gate passed (base `origin/main`)" in summary.read_text()
+    assert outcomes["eval"]["evaluate"] == outcomes["eval"]["release-check"] == "success", outcomes
+    assert "skipped" == outcomes["eval"][next(k for k in outcomes["eval"] if "Register" in k)]  # a PR registers nothing
+    assert (clone / "eval" / "gate.md").is_file()
+    assert "## ✅ Gate passed (base `origin/main`)" in (tmp_path / "eval" / "step-summary.md").read_text()
+    assert not (tmp_path / "eval" / "mlflow.db").exists()
+
+
+def make_gate(repo: Path, base: str = "main", **env: str) -> subprocess.CompletedProcess:
+    return run(repo, "make", "--no-print-directory", "gate", f"BASE={base}", check=False, **env)
+
+
+def test_make_gate_exits_as_the_gate_does(repo: Path) -> None:
+    """0 pass, 1 regression, 2 cannot judge: through make, as CI calls it."""
+    passed = make_gate(on(repo, "readme"))
+    assert passed.returncode == 0 and "## ✅ Gate passed" in passed.stdout, passed.stdout + passed.stderr
+    failed = make_gate(on(repo, "worse"))
+    assert failed.returncode == 1 and "## ❌ Gate failed" in failed.stdout, failed.stdout + failed.stderr
+    unknown = make_gate(on(repo, "readme"), base="no-such-branch")
+    assert unknown.returncode == 2 and "unknown base revision" in unknown.stdout + unknown.stderr
+
+
+def test_a_golden_set_edited_without_repro_cannot_be_judged(repo: Path) -> None:
+    golden = on(repo, "readme") / "eval" / "golden.jsonl"
+    lines = golden.read_text().splitlines()
+    golden.write_text("\n".join(lines[8:]) + "\n")  # 8 examples deleted, the eval not re-run
+    proc = make_gate(repo)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "eval/metrics.json is stale: stage preprocess" in proc.stdout + proc.stderr
+    golden.write_text("\n".join(lines) + "\n{broken\n")
+    assert make_gate(repo).returncode == 2

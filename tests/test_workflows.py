@@ -199,8 +199,20 @@ def test_eval_job_contract(default_project: Path) -> None:
     for part in ("runner.os", "runner.arch", "steps.cpu.outputs.flags", "hashFiles('pyproject.toml')"):
         assert part in cache["with"]["key"]
     scripts = "\n".join(s.get("run", "") for s in steps(ev))
-    for target in ("setup", "pull", "repro", "gate", "fetch-base"):
+    for target in ("setup", "pull", "evaluate", "release-check", "gate", "register", "fetch-base"):
         assert re.search(rf"\bmake {target}\b", scripts), target
+    # A PR evaluates and gates but never registers; only a push to main does, with the team store's secret.
+    (register,) = [s for s in steps(ev) if "make register" in s.get("run", "")]
+    assert register["if"] == "github.event_name == 'push' && github.ref == 'refs/heads/main'"
+    assert register["env"] == {"MLFLOW_TRACKING_URI": "${{ secrets.MLFLOW_TRACKING_URI }}"}
+    assert all("MLFLOW_TRACKING_URI" not in s.get("env", {}) for s in steps(ev) if s is not register)
+    (check,) = [s for s in steps(ev) if "make release-check" in s.get("run", "")]
+    assert check["if"] == "github.event_name == 'pull_request'"
+    # The approval label reaches the gate, and adding or removing it re-runs it.
+    (gate_step,) = [s for s in steps(ev) if "make gate" in s.get("run", "")]
+    assert "gate-policy-approved" in gate_step["env"]["GATE_POLICY_APPROVED"]
+    on = load(default_project / ".github" / "workflows" / "ci.yml")["on"]
+    assert {"labeled", "unlabeled", "synchronize"} <= set(on["pull_request"]["types"])
     report = jobs["report"]
     assert report["needs"] in ("eval", ["eval"])
     assert "always()" in report["if"] and "pull_request" in report["if"]
@@ -214,7 +226,12 @@ def test_deploy_job_contract(default_project: Path) -> None:
     assert "push" in deploy["if"] and "refs/heads/main" in deploy["if"]
     uses = [s.get("uses", "").split("@")[0] for s in steps(deploy)]
     assert "aws-actions/configure-aws-credentials" in uses
-    assert any("make canary-deploy" in s.get("run", "") for s in steps(deploy))
+    assert any('make canary-deploy COMMIT="${GITHUB_SHA}"' in s.get("run", "") for s in steps(deploy))
+    # Least privilege: the deploy role is not the one every PR's eval assumes.
+    text = (default_project / ".github" / "workflows" / "ci.yml").read_text()
+    deploy_text = text.split("\n  deploy:", 1)[1]
+    assert "AWS_DEPLOY_ROLE_ARN" in deploy_text and "AWS_ROLE_ARN" not in deploy_text.replace("AWS_DEPLOY_ROLE_ARN", "")
+    assert "AWS_DEPLOY_ROLE_ARN" not in text.split("\n  deploy:", 1)[0]
 
 
 def _canary_deploy(project: Path, tmp_path: Path, kubectl_exit: int, **env: str) -> subprocess.CompletedProcess:
@@ -304,16 +321,19 @@ def test_gate_runs_after_the_pipeline_and_its_report_is_what_gets_posted(default
     def index(target: str) -> int:
         return next(i for i, s in enumerate(ev) if re.search(rf"\bmake {target}\b", s.get("run", "")))
 
-    fetch, repro, gate = index("fetch-base"), index("repro"), index("gate")
-    assert fetch < repro < gate, "the base must be fetched before the pipeline and the gate"
-    # `register` refuses a version below the absolute thresholds after `evaluate` wrote fresh metrics:
-    # the gate must still run then, so the PR shows why (a failed `evaluate` leaves them stale: exit 2).
+    fetch, evaluate, check, gate, register = (
+        index(t) for t in ("fetch-base", "evaluate", "release-check", "gate", "register")
+    )
+    assert fetch < evaluate < check < gate < register, "fetch the base, evaluate, check, gate, then register"
+    # The release check refuses a head below the bars after `evaluate` wrote fresh metrics: the gate
+    # must still run then, so the PR shows why (a failed `evaluate` leaves them stale: exit 2).
     condition = ev[gate]["if"]
-    assert "!cancelled()" in condition and f"steps.{ev[repro]['id']}.outcome == 'failure'" in condition
+    assert "!cancelled()" in condition and f"steps.{ev[check]['id']}.outcome == 'failure'" in condition
+    assert f"steps.{ev[evaluate]['id']}.outcome == 'failure'" in condition
     upload = next(s for s in ev if s.get("uses", "").startswith("actions/upload-artifact@"))
     assert upload["if"] == "always()"
     # The file `make gate` writes is the one uploaded, and the one the report job posts.
-    recipe = re.search(r"gate --base \$\(BASE\) --report (\S+)", (default_project / "Makefile").read_text())
+    recipe = re.search(r"gate --base \$\(BASE\) .*?--report (\S+)", (default_project / "Makefile").read_text())
     assert recipe, "the Makefile's gate target must write its report with --report"
     report = recipe.group(1)
     assert report in upload["with"]["path"].split()

@@ -2,6 +2,7 @@
 tests of the registry and of what builds on it (promotion) start from a real registered candidate."""
 
 import json
+import subprocess
 from pathlib import Path
 
 from {{ cookiecutter.package }}.evaluation import catalogue
@@ -39,3 +40,15 @@ def register(root: Path) -> dict:
     args += ["--manifest", "data/processed/manifest.json", "--lock", "dvc.lock", "--out", "models/version.json"]
     assert register_stage.main(args) == 0
     return json.loads((root / "models/version.json").read_text())
+
+
+def commit_all(root: Path, message: str = "test") -> str:
+    """Commit everything in `root` (a git repository from the first call); returns the commit."""
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@test.invalid"]
+    if not (root / ".git").exists():
+        subprocess.run([*git, "init", "-q", "-b", "main"], cwd=root, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", message], cwd=root, check=True)
+    return subprocess.run(
+        [*git, "rev-parse", "HEAD"], cwd=root, check=True, capture_output=True, text=True
+    ).stdout.strip()

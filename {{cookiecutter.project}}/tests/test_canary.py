@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 from live_server import in_process, metric, wait_for
-from pipeline_outputs import register, write_eval_outputs
+from pipeline_outputs import commit_all, register, write_eval_outputs
 
 from {{ cookiecutter.package }}.cli import main
 from {{ cookiecutter.package }}.serving.canary import TrackStats, decide, quantile, stats_from_metrics
@@ -244,16 +244,20 @@ def test_rollback_prints_then_applies_the_steps(kubectl, capsys):
     assert calls[1] == "-n llm-app scale deployment/llm-app-canary --replicas=0"
 
 
-def test_promote_moves_the_alias_then_ships_the_canary_image(project, kubectl, capsys):
+def test_promote_moves_the_alias_to_this_commits_version_then_ships_the_image(project, kubectl, capsys):
     from mlflow import MlflowClient
 
     write_eval_outputs(project)
+    first = commit_all(project, "A")
     name = register(project)["registry"]["model_name"]
+    commit_all(project, "B")
+    assert register(project)["registry"]["version"] == "2"  # B is the newest, the candidate
     capsys.readouterr()
-    assert main(["canary", "promote", "--apply"]) == 0
+    # Shipping A: champion is A's version, not whatever was registered last.
+    assert main(["canary", "promote", "--apply", "--commit", first]) == 0
     assert str(MlflowClient().get_model_version_by_alias(name, "champion").version) == "1"
     out = capsys.readouterr().out
-    assert out.splitlines()[0].startswith("0. ") and " promote " in out.splitlines()[0]  # the registry step
+    assert out.splitlines()[0].startswith("0. ") and f" promote --commit {first} " in out.splitlines()[0]
     calls = kubectl.read_text().splitlines()
     assert calls[0].startswith("-n llm-app get deployment/llm-app-canary")
     assert calls[1] == "-n llm-app set image deployment/llm-app-stable app=registry.example/llm-app:abc123"
@@ -262,9 +266,10 @@ def test_promote_moves_the_alias_then_ships_the_canary_image(project, kubectl, c
     assert "patch httproute" in calls[4]
 
 
-def test_promote_without_a_candidate_changes_nothing_in_the_cluster(project, kubectl, capsys):
-    assert main(["canary", "promote", "--apply"]) == 2
-    assert "nothing to promote" in capsys.readouterr().err
+def test_promote_of_a_commit_without_a_version_changes_nothing(project, kubectl, capsys):
+    commit_all(project)
+    assert main(["canary", "promote", "--apply"]) == 2  # HEAD: nothing was registered from it
+    assert "was registered from commit" in capsys.readouterr().err
     calls = kubectl.read_text().splitlines()  # only the read of the canary image, nothing that changes
     assert len(calls) == 1 and calls[0].startswith("-n llm-app get deployment/llm-app-canary")
 
@@ -273,6 +278,7 @@ def test_promote_without_a_canary_deployment_leaves_the_registry_alone(project, 
     from mlflow import MlflowClient
 
     write_eval_outputs(project)
+    commit_all(project)
     name = register(project)["registry"]["model_name"]
     monkeypatch.setenv("KUBECTL_NO_CANARY", "1")
     assert main(["canary", "promote", "--apply"]) == 2

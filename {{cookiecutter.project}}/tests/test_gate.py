@@ -11,9 +11,10 @@ from {{ cookiecutter.package }}.evaluation.results import Result, ResultsError
 from {{ cookiecutter.package }}.evaluation.results import parse as parse_results
 from {{ cookiecutter.package }}.gate.inputs import GateInputError, GateInputs
 from {{ cookiecutter.package }}.gate.paired import Paired, compare, decide, example_rates, mcnemar_p, paired_metrics
+from {{ cookiecutter.package }}.gate.policy import bar_changes, golden_changes
 from {{ cookiecutter.package }}.gate.report import cell, render, shown_input
 from {{ cookiecutter.package }}.gate.verdict import GateResult, Verdict, judge
-from {{ cookiecutter.package }}.settings import parse
+from {{ cookiecutter.package }}.settings import Policy, Thresholds, parse, parse_policy
 
 SETTINGS = parse(
     """
@@ -151,8 +152,11 @@ def diff(**changes):
     return entries
 
 
-def inputs(the_diff, head=HEAD, base_results=None, head_results=(), golden=None):
-    return GateInputs("main", the_diff, head, CATALOGUE, list(head_results), base_results, golden or {})
+POLICY = Policy(SETTINGS.thresholds, SETTINGS.gate)
+
+
+def inputs(the_diff, head=HEAD, base_results=None, head_results=(), golden=None, **more):
+    return GateInputs("main", POLICY, the_diff, head, CATALOGUE, list(head_results), base_results, golden or {}, **more)
 
 
 def flip_results(pass_to_fail, fail_to_pass, examples=38):
@@ -167,7 +171,7 @@ def flip_results(pass_to_fail, fail_to_pass, examples=38):
 def judged(the_diff, head=HEAD, flips_=None):
     """judge() on a diff, with base and head results holding `flips_` = (pass->fail, fail->pass)."""
     base_results, head_results = flip_results(*flips_) if flips_ else (None, ())
-    return judge(inputs(the_diff, head, base_results, head_results), SETTINGS)
+    return judge(inputs(the_diff, head, base_results, head_results))
 
 
 def statuses(result: GateResult) -> dict[str, str]:
@@ -186,7 +190,7 @@ def test_direction_comes_from_the_catalogue():
     pricier = judged(diff(cost_usd=(0.03, 0.05)))
     assert statuses(pricier)["cost_usd"] == "regression"
     # A metric the catalogue does not know has no direction: reported, never judged by its name.
-    unknown = judge(GateInputs("main", diff(cost_usd=(0.03, 0.05)), HEAD, {}, [], None), SETTINGS)
+    unknown = judge(GateInputs("main", POLICY, diff(cost_usd=(0.03, 0.05)), HEAD, {}, [], None))
     assert statuses(unknown)["cost_usd"] == "info" and not unknown.failed
 
 
@@ -250,7 +254,7 @@ def test_report_lists_flipped_examples_with_input_expected_and_outputs():
     head = [result("a", False, output="wrong | <b>"), result("b", True)]
     golden = {"a": {"id": "a", "input": {"message": "where is it"}, "expected": {"intent": "order_status"}}}
     loaded = inputs(diff(pass_rate=(1.0, 0.5)), {**HEAD, "pass_rate": 0.5}, base, head, golden)
-    text = render(judge(loaded, SETTINGS), loaded, 0.05)
+    text = render(judge(loaded), loaded)
     assert text.startswith("## ⚠️ Gate passed with warnings (base `main`)")  # 1 vs 1 flip: noise
     assert "| pass_rate | 2 | 1 | 1 | 0 | 0.75 |" in text
     assert '| a | where is it | {"intent": "order_status"} | out-a | wrong \\| &lt;b> |' in text
@@ -259,7 +263,66 @@ def test_report_lists_flipped_examples_with_input_expected_and_outputs():
 
 def test_report_puts_regressions_first():
     outcome = GateResult([Verdict("a_rate", 1.0, 1.0, "info"), Verdict("pass_rate", 0.9, 0.5, "regression", "down")])
-    text = render(outcome, inputs(diff()), 0.05)
+    text = render(outcome, inputs(diff()))
     rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert rows[0].startswith("| pass_rate | 0.9000 | 0.5000 | -0.4000 | ❌ down |")
     assert text.startswith("## ❌ Gate failed")
+
+
+# ---- the policy: the base's bars, and what the head does to them ------------------------------------
+
+HEAD_PARAMS = """
+thresholds: {min: {pass_rate: 0.1, tag_intent_pass_rate: 0.5, json_schema_rate: 0.99}, max: {}}
+gate:
+  alpha: 0.0
+  max_drop: 1.0
+  required: [pass_rate]
+  tolerance: {pass_rate: 0.03, error_rate: 0.05, latency_p95_ms: 50.0}
+"""
+
+
+def test_bars_moved_by_the_head_are_listed_with_their_direction():
+    changes = bar_changes(POLICY, parse_policy(HEAD_PARAMS, "head"))
+    assert [str(c) for c in changes] == [
+        "thresholds.min.json_schema_rate: none → 0.99 (tightened)",
+        "thresholds.min.pass_rate: 0.5 → 0.1 (loosened)",
+        "thresholds.min.tag_intent_pass_rate: none → 0.5 (tightened)",
+        "thresholds.max.error_rate: 0.1 → none (loosened)",
+        "gate.tolerance.cost_usd: 0.01 → none (loosened)",
+        "gate.tolerance.error_rate: 0.02 → 0.05 (loosened)",
+        "gate.tolerance.latency_p95_ms: 100.0 → 50.0 (tightened)",
+        "gate.alpha: 0.05 → 0.0 (loosened)",
+        "gate.max_drop: 0.1 → 1.0 (loosened)",
+        'gate.required.error_rate: "required" → none (loosened)',
+    ]
+    assert not bar_changes(POLICY, POLICY)
+
+
+def test_the_base_bars_judge_and_loosening_them_needs_approval():
+    looser = parse_policy(HEAD_PARAMS, "head")
+    low = {**HEAD, "pass_rate": 0.3}
+    change = diff(pass_rate=(0.9, 0.3))
+    refused = judge(inputs(change, low, head_policy=looser))
+    # The head's bars would pass a pass_rate of 0.3; the base's (0.5) do not, approved or not.
+    assert refused.failed and statuses(refused)["policy"] == "regression"
+    approved = judge(inputs(change, low, head_policy=looser), approved=True)
+    assert statuses(approved)["policy"] == "warn" and approved.failed
+    assert any(v.metric == "pass_rate" and "absolute threshold 0.5" in v.why for v in approved.verdicts)
+    text = render(refused, inputs(change, low, head_policy=looser))
+    policy = text.split("### Policy changes")[1].split("| metric |")[0]
+    assert "needs approval" in policy and "`gate.alpha: 0.05 → 0.0 (loosened)`" in policy
+    stricter = {**POLICY.thresholds.min, "pass_rate": 0.6, "json_schema_rate": 0.9}
+    tightening = Policy(Thresholds(stricter, POLICY.thresholds.max), POLICY.gate)
+    assert "policy" not in statuses(judge(inputs(diff(), head_policy=tightening)))
+
+
+def test_removed_and_edited_golden_examples_need_approval_added_ones_do_not():
+    base = {"a": {"id": "a", "input": {"x": "1"}, "expected": "1"}, "b": {"id": "b", "input": {"x": "2"}}}
+    head = {"a": {"id": "a", "input": {"x": "1"}, "expected": "one", "tags": ["t"]}, "c": {"id": "c", "input": {}}}
+    assert golden_changes(base, head) == {"removed": ["b"], "edited": ["a"], "added": ["c"]}
+    retagged = {"a": {**base["a"], "tags": ["new"]}, "b": base["b"], "c": head["c"]}
+    assert golden_changes(base, retagged) == {"removed": [], "edited": [], "added": ["c"]}
+    result = judge(inputs(diff(), golden=head, base_golden=base))
+    assert statuses(result)["policy"] == "regression"
+    assert "removed (1): `b`" in render(result, inputs(diff(), golden=head, base_golden=base))
+    assert not judge(inputs(diff(), golden=retagged, base_golden=base)).failed

@@ -7,12 +7,13 @@ import re
 from pathlib import Path
 
 import pytest
-from pipeline_outputs import register, write_eval_outputs
+from pipeline_outputs import commit_all, register, write_eval_outputs
 
+from {{ cookiecutter.package }} import settings
 from {{ cookiecutter.package }}.app.prompts import load_all
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.evaluation.results import Result
-from {{ cookiecutter.package }}.registry import lifecycle, store, versions
+from {{ cookiecutter.package }}.registry import lifecycle, release, store, versions
 from {{ cookiecutter.package }}.stages import plots
 from {{ cookiecutter.package }}.stages import register as register_stage
 from {{ cookiecutter.package }}.testing import toy
@@ -203,3 +204,38 @@ def test_register_promote_rollback_and_the_champion_answers(toy_project, tmp_pat
             model.predict([{"prompt": "nope", "variables": {}}])
         with pytest.raises(Exception, match="unknown flow 'nope'"):
             model.predict([{"flow": "nope", "request": {}}])
+
+
+def test_register_dry_run_checks_everything_and_registers_nothing(toy_project, capsys):
+    write_eval_outputs(toy_project)
+    assert register_stage.main(["--dry-run"]) == 0
+    assert "nothing registered" in capsys.readouterr().out
+    assert not (toy_project / "models/version.json").exists() and not store_exists()
+    write_eval_outputs(toy_project, pass_rate=0.1)
+    assert register_stage.main(["--dry-run"]) == 1 and not store_exists()
+
+
+def test_a_deploy_resolves_exactly_the_version_of_its_commit(toy_project, capsys):
+    from mlflow import MlflowClient
+
+    write_eval_outputs(toy_project)
+    first = commit_all(toy_project, "A")
+    name = register(toy_project)["registry"]["model_name"]
+    second = commit_all(toy_project, "B")
+    assert register(toy_project)["registry"]["version"] == "2"
+    client = store.connect(os.environ["MLFLOW_TRACKING_URI"])
+    thresholds = settings.load("params.yaml").thresholds
+    assert release.resolve(client, name, first, thresholds).version in (1, "1")
+    assert release.resolve(client, name, second, thresholds).version in (2, "2")
+    with pytest.raises(store.RegistryError, match=r"no version of .* was registered from commit 000000000000"):
+        release.resolve(client, name, "0" * 40, thresholds)
+    stricter = settings.Thresholds(min={"pass_rate": 0.95}, max={})
+    with pytest.raises(store.RegistryError, match=r"version 1 \(commit .*\) misses pass_rate = 0.9 < 0.95"):
+        release.resolve(client, name, first, stricter)
+    # A deploy never resolves against a sqlite file: CI's is thrown away with the runner.
+    with pytest.raises(store.RegistryError, match="deploy needs the team's MLflow store, not the sqlite file"):
+        release.main(["resolve", "--commit", first])
+    # `promote --commit`: champion is that commit's version, whatever the candidate is.
+    assert lifecycle.main(["--commit", first], prog="x promote") == 0
+    assert str(MlflowClient().get_model_version_by_alias(name, "champion").version) == "1"
+    assert "champion -> version 1" in capsys.readouterr().out

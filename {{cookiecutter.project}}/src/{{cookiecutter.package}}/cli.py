@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plots": ("stages.plots", "DVC: latency and per-tag pass-rate plot data from eval/results.jsonl"),
     "promote": ("registry.lifecycle", "MLflow: move the `champion` alias to the `candidate` version"),
     "rollback": ("registry.lifecycle", "MLflow: move the `champion` alias back to the previous champion"),
+    "release": ("registry.release", "`release resolve --commit SHA`: the version a deploy of that commit ships"),
     "gate": ("gate.command", "PR gate: compare eval metrics with a base revision (dvc metrics diff)"),
     "serve": ("serving.server", "HTTP service: the app's flows, /healthz, /readyz, /metrics (needs the `serve` extra)"),
     "canary": (

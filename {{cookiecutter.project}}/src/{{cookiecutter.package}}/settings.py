@@ -150,6 +150,33 @@ def load(path: Path | str = PARAMS_FILE) -> Settings:
 
 
 def parse(text: str, source: str = "params.yaml") -> Settings:
+    data, ctx = _read(text, source)
+    return _build(Settings, data, (), ctx)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The bars that judge a change: `thresholds` and `gate`. The gate reads them from the base
+    revision, so a pull request cannot loosen the bars it is judged by."""
+
+    thresholds: Thresholds
+    gate: GateSettings
+
+
+def parse_policy(text: str, source: str) -> Policy:
+    """The `thresholds` and `gate` sections of a params.yaml; the other sections are not read (the
+    base may be older than this code), these two are validated as strictly as everywhere."""
+    data, ctx = _read(text, source)
+    if not isinstance(data, dict):
+        raise ctx.error((), f"expected a mapping, got {_describe(data)}")
+    hints = get_type_hints(Settings)
+    sections = {}
+    for name in ("thresholds", "gate"):
+        sections[name] = _coerce(hints[name], data.get(name, {}), (name,), ctx)
+    return Policy(**sections)
+
+
+def _read(text: str, source: str) -> tuple[Any, _Context]:
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -157,8 +184,7 @@ def parse(text: str, source: str = "params.yaml") -> Settings:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
         raise SettingsError(f"{source}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
-    lines = _key_lines(node)
-    return _build(Settings, data if data is not None else {}, (), _Context(source, lines))
+    return (data if data is not None else {}), _Context(source, _key_lines(node))
 
 
 @dataclass(frozen=True)

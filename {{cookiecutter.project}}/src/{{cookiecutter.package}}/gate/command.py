@@ -2,6 +2,9 @@
 judge with a pure function (verdict.py), render the report (report.py).
 
 Exit codes: 0 pass, 1 regression, 2 unusable input (the reason is named, in the report too).
+The bars are the base's params.yaml (`--policy-from` another revision, e.g. HEAD on the protected
+branch itself): a change cannot loosen the bars that judge it, and loosening them, or removing or
+editing golden examples, fails unless `--policy-approved` (CI: the PR's `gate-policy-approved` label).
 `dvc metrics diff` itself exits 0 on null or corrupt metrics and `--md` rounds, so the gate reads
 the full-precision JSON and checks the head's metrics file itself; the head must not be stale (the
 pipeline unchanged since it ran, per `dvc status`) and the base revision must be known.
@@ -27,20 +30,29 @@ def main(argv: list[str] | None = None, prog: str = "gate") -> int:
     parser.add_argument("--results", type=Path, default=Path("eval/results.jsonl"))
     parser.add_argument("--golden", type=Path, default=Path("eval/golden.jsonl"))
     parser.add_argument("--report", type=Path, default=Path("eval/gate.md"))
+    parser.add_argument("--policy-from", help="revision whose params.yaml bars judge (default: --base)")
+    parser.add_argument(
+        "--policy-approved", action="store_true", default=approved_by_env(),
+        help="loosened bars and removed/edited golden examples were approved (env GATE_POLICY_APPROVED=true)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    config = settings_mod.load(args.params)
-    paths = inputs.GatePaths(args.metrics, args.catalogue, args.results, args.golden)
+    settings_mod.load(args.params)  # the head's params must be valid, whatever the base's bars
+    paths = inputs.GatePaths(args.metrics, args.catalogue, args.results, args.golden, args.params)
     try:
-        loaded = inputs.load(args.base, paths, config.gate.required)
-        result = verdict.judge(loaded, config)
+        loaded = inputs.load(args.base, paths, args.policy_from)
+        result = verdict.judge(loaded, args.policy_approved)
     except inputs.GateInputError as exc:
         print(f"{prog}: unusable input: {exc}", file=sys.stderr)
         publish(report.render_unusable(args.base, str(exc)), args.report)
         return 2
-    text = report.render(result, loaded, config.gate.alpha)
+    text = report.render(result, loaded, args.policy_from)
     publish(text, args.report)
     print(text)
     return 1 if result.failed else 0
+
+
+def approved_by_env() -> bool:
+    return os.environ.get("GATE_POLICY_APPROVED", "").strip().lower() in ("1", "true", "yes")
 
 
 def publish(text: str, path: Path) -> None:

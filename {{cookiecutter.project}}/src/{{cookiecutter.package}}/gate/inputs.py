@@ -20,6 +20,7 @@ from ..evaluation import catalogue as catalogue_mod
 from ..evaluation.metrics import is_number
 from ..evaluation.results import Result, ResultsError
 from ..evaluation.results import parse as parse_results
+from ..settings import Policy, SettingsError, parse_policy
 
 QUIET = {"DVC_NO_ANALYTICS": "1"}
 
@@ -73,12 +74,32 @@ def dvc_json(*args: str) -> Any:
         raise GateInputError(f"{what} printed no JSON: {proc.stdout[:200]!r}") from None
 
 
+def producing_stage(metrics_file: str, dvc_yaml: Path = Path("dvc.yaml")) -> str | None:
+    """The dvc.yaml stage that declares `metrics_file` among its metrics or outputs."""
+    import yaml
+
+    try:
+        stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages") or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    for name, stage in stages.items():
+        for key in ("metrics", "outs"):
+            for out in stage.get(key) or []:
+                path = next(iter(out)) if isinstance(out, dict) else out
+                if Path(str(path)) == Path(metrics_file):
+                    return str(name)
+    return None
+
+
 def check_fresh(metrics_file: str) -> None:
-    """Fail when the stage producing the metrics changed since it ran (`dvc status`): stale numbers."""
-    changed = dvc_json("status", "--json", metrics_file)
+    """Fail when the stage producing the metrics, or any stage upstream of it (preprocess: the golden
+    set), changed since it ran (`dvc status --with-deps`): the numbers would describe another head."""
+    stage = producing_stage(metrics_file)
+    changed = dvc_json("status", "--json", *(["--with-deps", stage] if stage else [metrics_file]))
     if changed:
         what = "; ".join(f"{stage}: {json.dumps(items)[:300]}" for stage, items in changed.items())
-        raise GateInputError(f"{metrics_file} is stale, the pipeline changed since it ran ({what}): run `dvc repro`")
+        stages = ", ".join(changed)
+        raise GateInputError(f"{metrics_file} is stale: stage {stages} changed since it ran ({what}): run `dvc repro`")
 
 
 def read_diff(base: str, metrics_file: str) -> dict[str, dict[str, Any]]:
@@ -92,15 +113,23 @@ def read_diff(base: str, metrics_file: str) -> dict[str, dict[str, Any]]:
 
 
 def read_golden(path: Path) -> dict[str, dict[str, Any]]:
-    """id -> example, for the report only: an unreadable golden set costs the report its inputs."""
-    examples = {}
+    """id -> example, for the report: an unreadable golden set costs the report its inputs (and a
+    changed one makes the metrics stale, which `check_fresh` refuses)."""
     try:
-        for line in path.read_text().splitlines():
-            if line.strip():
-                example = json.loads(line)
-                examples[str(example.get("id"))] = example
-    except (OSError, ValueError, AttributeError):
+        return _golden(path.read_text())
+    except OSError:
         return {}
+
+
+def _golden(text: str) -> dict[str, dict[str, Any]]:
+    examples = {}
+    for line in text.splitlines():
+        try:
+            example = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(example, dict) and "id" in example:
+            examples[str(example["id"])] = example
     return examples
 
 
@@ -110,6 +139,7 @@ class GatePaths:
     catalogue: Path = Path("eval/catalogue.json")
     results: Path = Path("eval/results.jsonl")
     golden: Path = Path("eval/golden.jsonl")
+    params: Path = Path("params.yaml")
 
 
 @dataclass(frozen=True)
@@ -117,6 +147,7 @@ class GateInputs:
     """Everything the verdict needs, read once: nothing after this touches git, DVC or a file."""
 
     base: str
+    policy: Policy  # the bars that judge: the base's (see policy.py)
     diff: Mapping[str, Mapping[str, Any]]  # `dvc metrics diff`: metric -> {old, new, diff}
     head_metrics: Mapping[str, Any]
     catalogue: Mapping[str, catalogue_mod.Metric]  # the head's, completed by the base's
@@ -124,6 +155,8 @@ class GateInputs:
     base_results: Sequence[Result] | None  # None: no usable results at the base (no paired test)
     golden: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # id -> example, for the report
     notes: Sequence[str] = ()
+    head_policy: Policy | None = None  # the head's own bars (None: the same as `policy`)
+    base_golden: Mapping[str, Mapping[str, Any]] | None = None  # at the policy revision; None: unknown
 
 
 def check_head(metrics: Mapping[str, Any], required: Sequence[str], source: str) -> None:
@@ -134,12 +167,33 @@ def check_head(metrics: Mapping[str, Any], required: Sequence[str], source: str)
             raise GateInputError(f"required metric {name!r} is {json.dumps(metrics[name])} in {source}, not a number")
 
 
-def load(base: str, paths: GatePaths, required: Sequence[str]) -> GateInputs:
-    """Read and check every input of the gate (GateInputError on the first unusable one)."""
+def read_policy(text: str, source: str) -> Policy:
+    try:
+        return parse_policy(text, source)
+    except SettingsError as exc:
+        raise GateInputError(str(exc)) from None
+
+
+def load(base: str, paths: GatePaths, policy_ref: str | None = None) -> GateInputs:
+    """Read and check every input of the gate (GateInputError on the first unusable one). The bars
+    come from `policy_ref` (default: the base), the head's own bars only describe its changes."""
     check_base(base)
+    policy_ref = policy_ref or base
+    if policy_ref != base:
+        check_base(policy_ref)
+    notes = []
+    head_policy = read_policy(read_head(paths.params), f"{paths.params} (head)")
+    policy_text = at_base(policy_ref, str(paths.params))
+    if policy_text is None:
+        policy = head_policy
+        notes.append(f"No {paths.params} at `{policy_ref}`: the head's own bars apply.")
+    else:
+        policy = read_policy(policy_text, f"{paths.params} at {policy_ref}")
+    base_golden_text = at_base(policy_ref, str(paths.golden))
+    base_golden = _golden(base_golden_text) if base_golden_text is not None else None
     metrics_file, results_file = str(paths.metrics), str(paths.results)
     head_metrics = load_json(read_head(paths.metrics), f"{metrics_file} (head)")
-    check_head(head_metrics, required, f"{metrics_file} (head)")
+    check_head(head_metrics, policy.gate.required, f"{metrics_file} (head)")
     try:
         head_results = parse_results(read_head(paths.results), f"{results_file} (head)")
     except ResultsError as exc:
@@ -155,7 +209,6 @@ def load(base: str, paths: GatePaths, required: Sequence[str]) -> GateInputs:
         # Metrics only the base has keep their meaning; an unreadable base catalogue only costs that.
         with contextlib.suppress(ValueError):
             catalogue = {**catalogue_mod.parse(base_catalogue, "base"), **catalogue}
-    notes = []
     base_results: list[Result] | None = None
     text = at_base(base, results_file)
     if base_text is None:
@@ -168,8 +221,9 @@ def load(base: str, paths: GatePaths, required: Sequence[str]) -> GateInputs:
         except ResultsError as exc:
             notes.append(f"Paired statistics skipped: {exc}")
     return GateInputs(
-        base, diff, head_metrics, catalogue, head_results, base_results, read_golden(paths.golden), tuple(notes)
-    )
+        base, policy, diff, head_metrics, catalogue, head_results, base_results, read_golden(paths.golden),
+        tuple(notes), head_policy, base_golden,
+    )  # fmt: skip
 
 
 def _catalogue(text: str, source: str) -> dict[str, catalogue_mod.Metric]:

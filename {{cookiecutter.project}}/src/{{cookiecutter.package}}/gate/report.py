@@ -15,7 +15,7 @@ from typing import Any
 from ..evaluation.metrics import is_number
 from ..evaluation.results import Result
 from .inputs import GateInputs
-from .verdict import GateResult
+from .verdict import APPROVAL_LABEL, GateResult
 
 ORDER = {"regression": 0, "warn": 1, "ok": 2, "new": 3, "info": 4}
 
@@ -153,10 +153,37 @@ def first_repeat(results: Sequence[Result]) -> dict[str, Result]:
     return {r.id: r for r in sorted(results, key=lambda r: r.repeat, reverse=True)}
 
 
-def render(result: GateResult, inputs: GateInputs, alpha: float) -> str:
-    """The whole Markdown report: regressions first, then the paired statistics and the examples."""
+def policy_section(result: GateResult, policy_ref: str) -> list[str]:
+    """What the change does to the gate's own bars and golden set; empty when nothing."""
+    changes = result.changes
+    if not changes:
+        return []
+    if not changes.need_approval:
+        state = "nothing loosened: no approval needed"
+    elif result.approved:
+        state = f"approved ({APPROVAL_LABEL})"
+    else:
+        state = f"❌ needs approval: the `{APPROVAL_LABEL}` label, after review by the code owners"
+    lines = [
+        "### Policy changes",
+        "",
+        f"The bars that judge this change are `{cell(policy_ref)}`'s; these take effect once merged. {state}.",
+        "",
+    ]
+    lines += [f"- `{cell(str(bar), 300)}`" for bar in changes.bars]
+    for label, ids in (("removed", changes.removed), ("edited", changes.edited), ("added", changes.added)):
+        if ids:
+            shown = ", ".join(f"`{cell(i)}`" for i in ids[:MAX_ROWS]) + (" …" if len(ids) > MAX_ROWS else "")
+            lines.append(f"- golden examples {label} ({len(ids)}): {shown}")
+    return [*lines, ""]
+
+
+def render(result: GateResult, inputs: GateInputs, policy_ref: str | None = None) -> str:
+    """The whole Markdown report: policy changes, regressions, the paired statistics, the examples."""
+    alpha = inputs.policy.gate.alpha
     verdicts = sorted(result.verdicts, key=lambda v: ORDER[v.status])
-    lines = [title(result.status, inputs.base), "", *metrics_table(verdicts), ""]
+    lines = [title(result.status, inputs.base), "", *policy_section(result, policy_ref or inputs.base)]
+    lines += [*metrics_table(verdicts), ""]
     if result.paired:
         lines += [*paired_table(list(result.paired.values()), alpha), ""]
     overall = result.paired.get("pass_rate")

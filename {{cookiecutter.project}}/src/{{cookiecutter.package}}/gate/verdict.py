@@ -1,5 +1,8 @@
-"""The gate's verdict: a pure function of its inputs (`inputs.GateInputs`) and the settings.
+"""The gate's verdict: a pure function of its inputs (`inputs.GateInputs`) and the approval.
 
+The bars are the base's (`inputs.policy`), whatever the head's params.yaml says:
+- changes to the bars or the golden set that would let worse versions through fail unless
+  approved (policy.py);
 - required metrics (`gate.required`) present and numeric on the head (checked when loading);
 - absolute thresholds (`thresholds.min/max`) on the head;
 - per-metric tolerances (`gate.tolerance`), in the direction the metric catalogue gives (latency,
@@ -17,8 +20,10 @@ from dataclasses import dataclass, field
 from .. import settings as settings_mod
 from ..evaluation.catalogue import HIGHER, LOWER
 from ..evaluation.metrics import missed_thresholds
-from . import paired
+from . import paired, policy
 from .inputs import GateInputError, GateInputs, check_head
+
+APPROVAL_LABEL = "gate-policy-approved"
 
 
 @dataclass
@@ -35,6 +40,8 @@ class GateResult:
     verdicts: list[Verdict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     paired: dict[str, paired.Paired] = field(default_factory=dict)
+    changes: policy.PolicyChanges = field(default_factory=policy.PolicyChanges)
+    approved: bool = False
 
     @property
     def failed(self) -> bool:
@@ -55,16 +62,26 @@ def pairs(inputs: GateInputs, gate: settings_mod.GateSettings) -> dict[str, pair
     return {m.name: paired.compare(inputs.base_results, inputs.head_results, m) for m in metrics}
 
 
-def judge(inputs: GateInputs, config: settings_mod.Settings) -> GateResult:
-    """Verdict per metric, then the absolute thresholds; regressions make the gate fail."""
-    gate = config.gate
+def judge(inputs: GateInputs, approved: bool = False) -> GateResult:
+    """The policy changes, a verdict per metric, then the absolute thresholds; regressions fail."""
+    gate, thresholds = inputs.policy.gate, inputs.policy.thresholds
     if not inputs.diff:
         raise GateInputError(
             "`dvc metrics diff` returned nothing although the metrics file is declared: is it committed and "
             "listed under `metrics:` in dvc.yaml?"
         )
     check_head(inputs.head_metrics, gate.required, "the head's metrics")
-    result = GateResult(notes=list(inputs.notes), paired=pairs(inputs, gate) or {})
+    changes = policy.compare(inputs.policy, inputs.head_policy or inputs.policy, inputs.base_golden, inputs.golden)
+    result = GateResult(notes=list(inputs.notes), paired=pairs(inputs, gate) or {}, changes=changes, approved=approved)
+    if changes.need_approval:
+        what = [f"{len(changes.loosened)} loosened bar(s)"] if changes.loosened else []
+        what += [f"{len(changes.removed)} golden example(s) removed"] if changes.removed else []
+        what += [f"{len(changes.edited)} edited"] if changes.edited else []
+        if approved:
+            result.verdicts.append(Verdict("policy", None, None, "warn", f"{', '.join(what)}: approved"))
+        else:
+            why = f"{', '.join(what)}: needs the {APPROVAL_LABEL} label (see Policy changes)"
+            result.verdicts.append(Verdict("policy", None, None, "regression", why))
     for name, entry in sorted(inputs.diff.items()):
         metric = inputs.catalogue.get(name)
         if metric is not None and metric.interval_of is not None:
@@ -94,7 +111,7 @@ def judge(inputs: GateInputs, config: settings_mod.Settings) -> GateResult:
         else:
             status, why = "ok", f"within tolerance {tolerance:g}"
         result.verdicts.append(Verdict(name, old, new, status, why))
-    for miss in missed_thresholds(inputs.head_metrics, config.thresholds.min, config.thresholds.max):
+    for miss in missed_thresholds(inputs.head_metrics, thresholds.min, thresholds.max):
         side = "below" if miss.bound == "min" else "above"
         old = inputs.diff.get(miss.name, {}).get("old")
         result.verdicts.append(

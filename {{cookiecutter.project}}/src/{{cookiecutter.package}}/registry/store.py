@@ -323,15 +323,32 @@ def _by_alias(client: MlflowClient, model_name: str, alias: str) -> Any:
         return None  # no such alias (or no such registered model)
 
 
-def promote(client: MlflowClient, model_name: str) -> tuple[str, str | None]:
-    """Move `champion` to the `candidate` version; returns (new champion, previous champion)."""
-    candidate = _by_alias(client, model_name, CANDIDATE)
-    if candidate is None:
-        raise RegistryError(f"nothing to promote: {model_name} has no version aliased {CANDIDATE!r} (run `dvc repro`)")
+def versions_tagged(client: MlflowClient, model_name: str, tag: str, value: str) -> list[Any]:
+    """The versions of `model_name` whose tag `tag` is `value` (e.g. git_sha = a commit)."""
+    from mlflow.exceptions import MlflowException
+
+    if "'" in value or "'" in tag:
+        raise RegistryError(f"{tag}: {value!r} cannot be searched for")
+    try:
+        return list(client.search_model_versions(f"name='{model_name}' and tags.{tag}='{value}'"))
+    except MlflowException:
+        return []  # no such registered model yet
+
+
+def promote(client: MlflowClient, model_name: str, version: str | None = None) -> tuple[str, str | None]:
+    """Move `champion` to `version` (default: the `candidate` version); returns (new champion,
+    previous champion). The replaced champion is recorded on the new one, for `rollback`."""
+    if version is None:
+        candidate = _by_alias(client, model_name, CANDIDATE)
+        if candidate is None:
+            raise RegistryError(
+                f"nothing to promote: {model_name} has no version aliased {CANDIDATE!r} (run `dvc repro`)"
+            )
+        version = str(candidate.version)
     champion = _by_alias(client, model_name, CHAMPION)
-    if champion is not None and str(champion.version) == str(candidate.version):
-        raise RegistryError(f"nothing to promote: version {candidate.version} of {model_name} is already {CHAMPION}")
-    new = str(candidate.version)  # an int from a sqlite store, a str from a server
+    if champion is not None and str(champion.version) == str(version):
+        raise RegistryError(f"nothing to promote: version {version} of {model_name} is already {CHAMPION}")
+    new = str(version)  # an int from a sqlite store, a str from a server
     previous = str(champion.version) if champion is not None else None
     if previous is not None:
         client.set_model_version_tag(model_name, new, PREVIOUS_CHAMPION, previous)

@@ -12,8 +12,8 @@ or a Prometheus server (`--prometheus URL`, the pods' `track` label, a time wind
 
 `deploy|promote|rollback` print the kubectl steps of rollout.py (namespace `llm-app`, see
 k8s/README.md); with `--apply` they run them and stop at the first failure. `promote` first moves the
-registry alias (candidate -> champion), as `<project> promote` does; if that fails, nothing in the
-cluster changes.
+registry's `champion` to the version registered from the commit being shipped (`--commit`, default
+HEAD), as `<project> promote --commit` does; if that is refused, nothing in the cluster changes.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..registry.release import head_commit
 from ..settings import CanarySettings
 from ..settings import load as load_settings
 from . import rollout
@@ -255,6 +256,10 @@ def main(argv: list[str] | None = None, prog: str = "canary") -> int:
         p.add_argument("--no-gateway", action="store_true", help="replica-ratio split: no HTTPRoute to patch")
         if name in ("deploy", "promote"):
             p.add_argument("--image", required=name == "deploy", help="image (promote: default the canary's)")
+        if name == "promote":
+            p.add_argument(
+                "--commit", help="the commit being shipped: its registered version becomes champion (default HEAD)"
+            )
         if name == "deploy":
             p.add_argument("--weight", type=int, default=10, help="percent of traffic for the canary (default 10)")
     args = parser.parse_args(argv)
@@ -290,5 +295,6 @@ def main(argv: list[str] | None = None, prog: str = "canary") -> int:
     if args.apply:
         for step in steps:
             rollout.resolve(step.argv)
-    rollout.move_alias("promote", args.apply)  # a registry error stops here: nothing changed in the cluster
+    commit = args.commit or head_commit()
+    rollout.move_alias(commit, args.apply)  # a registry refusal stops here: nothing changed in the cluster
     return rollout.run_steps(steps, args.apply)

@@ -103,12 +103,11 @@ def run_steps(steps: Sequence[Step], apply: bool) -> int:
     return 0
 
 
-def move_alias(action: str, apply: bool, params: Path = Path("params.yaml")) -> int:
-    """Step 0 of a promotion: move the MLflow alias candidate -> champion (as `<project> promote`
-    does), so the registry and the cluster never disagree about what is live."""
-    print(f"0. {PROJECT} {action}    # move the registry alias")
+def move_alias(commit: str, apply: bool, params: Path = Path("params.yaml")) -> None:
+    """Step 0 of a promotion: champion -> the version registered from `commit` (as `<project>
+    promote --commit` does), so the registry and the cluster never disagree about what is live."""
+    print(f"0. {PROJECT} promote --commit {commit}    # move the registry alias to this commit's version")
     if apply:
         from ..registry.lifecycle import move_champion
 
-        print(move_champion(action, params))
-    return 0
+        print(move_champion("promote", params, commit))

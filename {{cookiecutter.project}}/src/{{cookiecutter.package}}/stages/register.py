@@ -3,15 +3,21 @@ the absolute thresholds in params.yaml pass (a version that misses one is refuse
 
 MLflow gets one run (params, metrics, the eval's results, report and metric catalogue, the served
 files), the prompts in its prompt registry, and a model version of the app aliased `candidate`,
-tagged with its lineage.
+tagged with its lineage: the git commit (what a deploy resolves, registry/release.py), a hash per
+dvc.lock stage, the eval set's hash and, in CI, the workflow run.
+
+`--dry-run` checks everything a registration would (bars, servability) and touches no store: what a
+pull request's CI runs, since only the protected branch registers versions.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +43,18 @@ def version_record(
         "data_sha256": data_sha256,
         "metrics": {k: metrics[k] for k in ("pass_rate", "error_rate", "latency_p95_ms") if k in metrics},
     }
+
+
+def ci_tags(env: Mapping[str, str]) -> dict[str, str]:
+    """Which CI run registered the version (GitHub Actions' variables), so it links to its eval."""
+    if not env.get("GITHUB_RUN_ID"):
+        return {}
+    server, repo = env.get("GITHUB_SERVER_URL", "https://github.com"), env.get("GITHUB_REPOSITORY", "")
+    tags = {
+        "ci.run": f"{server}/{repo}/actions/runs/{env['GITHUB_RUN_ID']}",
+        "ci.event": env.get("GITHUB_EVENT_NAME", ""),
+    }
+    return {k: v for k, v in tags.items() if v}
 
 
 def threshold_problems(config: settings_mod.Settings, known: dict[str, catalogue.Metric], source: str) -> list[str]:
@@ -68,6 +86,7 @@ def main(argv: list[str] | None = None, prog: str = "register") -> int:
     parser.add_argument("--manifest", type=Path, default=Path("data/processed/manifest.json"))
     parser.add_argument("--lock", type=Path, default=Path("dvc.lock"), help="lineage: a hash per stage")
     parser.add_argument("--out", type=Path, default=Path("models/version.json"))
+    parser.add_argument("--dry-run", action="store_true", help="check bars and servability; register nothing")
     args = parser.parse_args(argv)
     config = settings_mod.load(args.params)
     metrics = json.loads(args.metrics.read_text())
@@ -89,12 +108,16 @@ def main(argv: list[str] | None = None, prog: str = "register") -> int:
     app = load_app(config.app.entry)
     prompts, _ = servable(app, root)
     versions = {p.id: p.version for p in prompts.values()}
+    if args.dry_run:
+        print(f"{prog}: would register (bars met, servable); --dry-run: nothing registered")
+        return 0
     data_sha = json.loads(args.manifest.read_text())["sha256"]
     record = version_record(config, metrics, versions, data_sha)
 
     uri = config.registry.resolved_tracking_uri()
     stages = store.stage_hashes(args.lock.read_text()) if args.lock.is_file() else {}
     tags = store.lineage_tags(git_commit=store.git_sha(), stages=stages, data_sha256=data_sha, prompt_versions=versions)
+    tags |= ci_tags(os.environ)
     with tempfile.TemporaryDirectory() as tmp:
         export(root, Path(tmp))
         registered = store.register(
