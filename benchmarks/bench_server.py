@@ -39,6 +39,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
+def server_timing(header: str) -> dict[str, float]:
+    """`model;dur=12.3, app;dur=14.0` -> {"model": 12.3, "app": 14.0}."""
+    timings = {}
+    for part in header.split(","):
+        name, _, duration = part.strip().partition(";dur=")
+        if duration:
+            timings[name] = float(duration)
+    return timings
+
+
 def drive(url: str, total: int, concurrency: int) -> tuple[float, list[float], list[float], list[float]]:
     """(wall s, client latency ms, model ms, handler ms) per answer, from Server-Timing for the last two.
 
@@ -58,7 +68,7 @@ def drive(url: str, total: int, concurrency: int) -> tuple[float, list[float], l
     app_ms: list[float] = []
 
     def worker() -> None:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
         try:
             while True:
                 with lock:
@@ -72,11 +82,11 @@ def drive(url: str, total: int, concurrency: int) -> tuple[float, list[float], l
                 elapsed = (time.perf_counter() - started) * 1000
                 if response.status != 200:
                     raise RuntimeError(f"HTTP {response.status}: {payload[:200]!r}")
-                timing = dict(p.strip().split(";dur=") for p in response.getheader("server-timing").split(","))
+                timing = server_timing(response.getheader("server-timing") or "")
                 with lock:
                     client_ms.append(elapsed)
-                    model_ms.append(float(timing["model"]))
-                    app_ms.append(float(timing["app"]))
+                    model_ms.append(timing["model"])
+                    app_ms.append(timing["app"])
         finally:
             conn.close()
 
@@ -105,7 +115,7 @@ def main() -> int:
         project = project.resolve()
         sys.path.insert(0, str(project / "tests"))
         sys.path.insert(0, str(project / "src"))
-        from live_server import in_process
+        in_process = importlib.import_module("live_server").in_process  # the baked project's test helper
 
         package = project.name.replace("-", "_")
         fake = importlib.import_module(f"{package}.testing.fake_model")

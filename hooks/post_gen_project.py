@@ -82,7 +82,8 @@ def template_location(answers: dict) -> str:
     if "://" in template or template.startswith(("git@", "gh:", "gl:", "bb:")) or Path(template).is_absolute():
         return template
     output_dir = Path(answers.get("_output_dir", "."))
-    for base in (os.environ.get("PWD", ""), output_dir, *output_dir.parents):
+    bases: list[str | Path] = [os.environ.get("PWD", ""), output_dir, *output_dir.parents]
+    for base in bases:
         candidate = Path(base, template)
         if base and (candidate / "cookiecutter.json").is_file():
             return str(candidate.resolve())

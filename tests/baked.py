@@ -51,6 +51,7 @@ def fake_model_module(project: Path) -> ModuleType:
     name = f"_fake_model_{abs(hash(str(path)))}"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None, path
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # dataclasses look their module up while building a class
         spec.loader.exec_module(module)

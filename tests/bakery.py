@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -31,16 +30,31 @@ def bake(output_dir: Path, **answers: str) -> Path:
     return Path(cookiecutter(str(ROOT), no_input=True, extra_context=answers, output_dir=str(output_dir)))
 
 
-def link_venv(project: Path) -> Path:
-    """`project/.venv` sharing this interpreter's packages, with the baked package installed."""
+def shared_python(version: str | None = None) -> Path:
+    """The interpreter of the shared venv for a python_version choice: `.venv` for the default,
+    `.venv-<version>` for the others (`make setup-pythons` builds them)."""
+    default = ".".join(map(str, sys.version_info[:2]))
+    if version in (None, default):
+        return Path(sys.executable)
+    python = ROOT / f".venv-{version}" / "bin" / "python"
+    if not python.exists():
+        raise FileNotFoundError(f"{python} is missing: run `make setup-pythons` (a Python {version} must be installed)")
+    return python
+
+
+def link_venv(project: Path, base: Path | None = None) -> Path:
+    """`project/.venv` sharing the packages of the venv of `base` (default: this interpreter), with
+    the baked package installed."""
+    base = base or Path(sys.executable)
     venv = project / ".venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    subprocess.run([str(base), "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    site = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
-    (Path(site) / "_shared_venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    where = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site, shared = (
+        subprocess.run([str(py), "-c", where], check=True, capture_output=True, text=True).stdout.strip()
+        for py in (python, base)
+    )
+    (Path(site) / "_shared_venv.pth").write_text(shared + "\n")
     # Tools the baked Makefile runs as `python -m X` that look for their binary next to python.
     shared_bin = Path(sys.executable).parent
     for tool in ("ruff",):

@@ -1,11 +1,18 @@
-"""Fixtures shared by the template's tests: bake once per answer set, run baked projects' commands."""
+"""Fixtures shared by the template's tests: bake once per answer set, run baked projects' commands.
+
+Two tiers (`--tier`, see the README): `fast` (`make test-fast`, the change loop) bakes the defaults
+and every answer one option away from them and runs the default project's suite; `full` (`make
+test`, CI) runs everything else too: every combination, every code tree's and every Python's suite,
+the pipelines end to end (`slow`). Tests marked `full` or `slow` are only in the full tier; tests
+marked `fast_only` only in the fast one (the full tier covers them another way).
+"""
 
 from __future__ import annotations
 
 import itertools
 import json
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -17,10 +24,14 @@ COOKIECUTTER = json.loads((ROOT / "cookiecutter.json").read_text())
 OPTIONS = {k: v for k, v in COOKIECUTTER.items() if isinstance(v, list) and not k.startswith("_")}
 
 
+RULES = COOKIECUTTER["_rules"]  # the same rules hooks/pre_gen_project.py applies
+
+
 def unsupported(answers: dict[str, str]) -> str | None:
     """The field the pre-gen hook names for a combination it rejects, else None."""
-    if answers["model_backend"] == "embedded" and answers["eval_runner"] == "self-hosted-gpu":
-        return "eval_runner"
+    for rule in RULES["unsupported"]:
+        if all(answers[k] == v for k, v in rule["when"].items()):
+            return rule["field"]
     return None
 
 
@@ -31,6 +42,18 @@ def all_combinations() -> list[dict[str, str]]:
 
 SUPPORTED = [c for c in all_combinations() if unsupported(c) is None]
 DEFAULTS = {k: v[0] for k, v in OPTIONS.items()}
+
+
+def near_defaults(answers: dict[str, str]) -> bool:
+    """The defaults, or the defaults with one option changed: what the fast tier bakes."""
+    return sum(answers[k] != DEFAULTS[k] for k in OPTIONS) <= 1
+
+
+def tiered(combos: list[dict[str, str]]) -> list:
+    """`combos` as parameters, those far from the defaults marked for the full tier only."""
+    return [pytest.param(c, marks=() if near_defaults(c) else pytest.mark.full) for c in combos]
+
+
 # The options that change the baked code (the package and its tests); the others change only text
 # (params, configs, workflows, docs). The generated suite runs once per distinct code tree.
 CODE_OPTIONS = ("model_backend", "example_app")
@@ -46,6 +69,25 @@ TREES = list({code_tree(c): c for c in reversed(SUPPORTED)}.values())[::-1]
 
 def combo_id(answers: dict[str, str]) -> str:
     return "-".join(answers[k] for k in OPTIONS)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--tier", choices=("fast", "full"), default="full", help="fast: the change loop; full: CI")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the tier's tests, the longest first (xdist hands them out in this order, so the two
+    workers finish together instead of one waiting on a long test that started last)."""
+    fast = config.getoption("--tier") == "fast"
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        only_full = item.get_closest_marker("slow") or item.get_closest_marker("full")
+        (drop if (only_full if fast else item.get_closest_marker("fast_only")) else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+    keep.sort(key=lambda item: 0 if item.get_closest_marker("long") else 1)
+    items[:] = keep
 
 
 @pytest.fixture(scope="session")
@@ -77,11 +119,18 @@ def ready(bake) -> Callable[..., Path]:
     return factory
 
 
-def run(project: Path, *cmd: str, check: bool = True, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
-    """Run a command in a baked project as its developer would (its venv first on PATH)."""
-    proc = subprocess.run(
-        cmd, cwd=project, env=project_env(project, **env), capture_output=True, text=True, timeout=timeout, check=False
-    )
+def run(
+    project: Path,
+    *cmd: str,
+    check: bool = True,
+    timeout: float = 600,
+    env: Mapping[str, str] | None = None,
+    **more: str,
+) -> subprocess.CompletedProcess:
+    """Run a command in a baked project as its developer would (its venv first on PATH), with the
+    variables of `env` and `more` set."""
+    full = project_env(project, **{**(env or {}), **more})
+    proc = subprocess.run(cmd, cwd=project, env=full, capture_output=True, text=True, timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"

@@ -11,16 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.bakery import ROOT
+from tests.bakery import ROOT, link_venv, shared_python
 from tests.conftest import (
     COOKIECUTTER,
     DEFAULTS,
+    OPTIONS,
     SUPPORTED,
     TREES,
     all_combinations,
     code_tree,
     combo_id,
     run,
+    tiered,
     unsupported,
 )
 
@@ -28,7 +30,7 @@ PACKAGE = "support_bot"
 # Every file a default bake produces (outside .git). Adding a file to the template means adding it
 # here: the list is the contract of what a user gets.
 DEFAULT_FILES = {
-    ".cruft.json", ".dvc/.gitignore", ".dvc/config", ".dvcignore", ".env.example", ".gitattributes",
+    ".cruft.json", ".dvc/.gitignore", ".dvc/config", ".dvcignore", ".env.example", ".gitattributes", ".pre-commit-config.yaml",
     ".github/CODEOWNERS", ".github/pull_request_template.md",
     ".github/dependabot.yml", ".github/workflows/ci.yml", ".github/workflows/retrain.yml", ".gitignore",
     ".python-version", "Makefile", "README.md", "dvc.yaml", "params.yaml", "pyproject.toml",
@@ -91,7 +93,7 @@ def copied_raw(rel: str) -> bool:
     return any(fnmatch(rel, pattern) for pattern in COOKIECUTTER["_copy_without_render"])
 
 
-@pytest.mark.parametrize("answers", SUPPORTED, ids=combo_id)
+@pytest.mark.parametrize("answers", tiered(SUPPORTED), ids=combo_id)
 def test_bake_gives_exactly_the_expected_files(bake, answers):
     project = bake(**answers)
     assert project.name == "support-bot"
@@ -105,7 +107,7 @@ def test_bake_gives_exactly_the_expected_files(bake, answers):
     assert branch.stdout.strip() == "main"
 
 
-@pytest.mark.parametrize("answers", SUPPORTED, ids=combo_id)
+@pytest.mark.parametrize("answers", tiered(SUPPORTED), ids=combo_id)
 def test_no_template_syntax_is_left_over(bake, answers):
     project = bake(**answers)
     for rel in project_files(project):
@@ -119,7 +121,7 @@ def test_no_template_syntax_is_left_over(bake, answers):
             assert not leftover, f"{rel} has unrendered template syntax: {leftover}"
 
 
-@pytest.mark.parametrize("answers", SUPPORTED, ids=combo_id)
+@pytest.mark.parametrize("answers", tiered(SUPPORTED), ids=combo_id)
 def test_each_option_changes_the_project(bake, answers):
     project = bake(**answers)
     params = (project / "params.yaml").read_text()
@@ -156,14 +158,20 @@ def code_files(project: Path) -> dict[str, str]:
     return {rel: (project / rel).read_text() for rel in project_files(project) if rel.startswith(("src/", "tests/"))}
 
 
-@pytest.mark.parametrize("answers", [c for c in SUPPORTED if c not in TREES], ids=combo_id)
+@pytest.mark.parametrize("answers", tiered([c for c in SUPPORTED if c not in TREES]), ids=combo_id)
 def test_bakes_that_differ_only_in_text_share_a_tested_code_tree(bake, answers):
     """The suite runs once per code tree (below); every other bake has exactly that tree's code."""
     (tested,) = [t for t in TREES if code_tree(t) == code_tree(answers)]
     assert code_files(bake(**answers)) == code_files(bake(**tested))
 
 
-@pytest.mark.parametrize("answers", TREES, ids=combo_id)
+# The default tree's suite runs in the fast tier here, and in the full tier in a fresh clone, through
+# the CI workflow's own `checks` job (test_gate_e2e.py); the other trees in the full tier.
+SUITES = [pytest.param(TREES[0], marks=pytest.mark.fast_only)]
+SUITES += [pytest.param(t, marks=[pytest.mark.full, pytest.mark.long]) for t in TREES[1:]]
+
+
+@pytest.mark.parametrize("answers", SUITES, ids=combo_id)
 def test_baked_project_passes_its_own_lint_and_tests(ready, answers):
     project = ready(**answers)
     run(project, "python", "-m", "ruff", "check", "src", "tests")
@@ -206,7 +214,6 @@ def test_broken_params_is_one_clear_line_exit_2(ready):
         ({"project": "bot--x"}, "project"),
         ({"package": "class"}, "package"),
         ({"package": "my-package"}, "package"),
-        ({"python_version": "2.7"}, "python_version"),
         *(
             (combo, unsupported(combo))
             for combo in all_combinations()
@@ -222,6 +229,16 @@ def test_invalid_answers_are_rejected_by_the_pre_gen_hook(tmp_path, answers, fie
     assert proc.returncode == 1
     messages = [line for line in proc.stderr.splitlines() if line.startswith("cookiecutter-llmops:")]
     assert len(messages) == 1 and messages[0].startswith(f"cookiecutter-llmops: {field}:"), proc.stderr
+    assert not any(tmp_path.iterdir()), "a rejected bake must leave nothing behind"
+
+
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+def test_a_value_outside_a_choice_list_is_refused_and_bakes_nothing(tmp_path, option):
+    """Choice options are checked by cookiecutter itself (before any hook runs)."""
+    cmd = [sys.executable, "-m", "cookiecutter", "--no-input", "-o", str(tmp_path), str(ROOT), f"{option}=2.7"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 1
+    assert f"2.7 provided for choice variable {option}, but the choices are {OPTIONS[option]}" in proc.stderr
     assert not any(tmp_path.iterdir()), "a rejected bake must leave nothing behind"
 
 
@@ -245,6 +262,24 @@ def test_project_dependencies_match_the_shared_test_environment(bake):
         extras = baked["optional-dependencies"]
         declared = set(baked["dependencies"]) | set(extras["dev"]) | set(extras["serve"])
         assert declared == set(root), declared ^ set(root)
+
+
+# Every python_version choice but the default, on the default code tree, run by that Python.
+OTHER_PYTHONS = [
+    {**DEFAULTS, "python_version": v} for v in OPTIONS["python_version"] if v != DEFAULTS["python_version"]
+]
+
+
+@pytest.mark.full
+@pytest.mark.long
+@pytest.mark.parametrize("answers", OTHER_PYTHONS, ids=combo_id)
+def test_baked_project_passes_its_own_tests_on_its_python(bake, answers):
+    project = bake(**answers)
+    link_venv(project, shared_python(answers["python_version"]))
+    version = run(project, "python", "-c", "import sys; print('%d.%d' % sys.version_info[:2])").stdout.strip()
+    assert version == answers["python_version"] == (project / ".python-version").read_text().strip()
+    tests = run(project, "python", "-m", "pytest", "-q", "-p", "no:cacheprovider")
+    assert re.search(r"\d+ passed", tests.stdout) and "failed" not in tests.stdout
 
 
 @pytest.mark.parametrize("answers", TREES, ids=combo_id)

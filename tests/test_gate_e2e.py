@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from tests.baked import fake_model
 from tests.conftest import run
 from tests.workflow_runner import Event, checkout, run_job
 
+pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.xdist_group("gate_e2e")]
 ANSWERS = {"project": "gate-demo"}  # a bake of its own: these tests commit and branch in it
 GIT = ["git", "-c", "user.name=gate test", "-c", "user.email=gate@test.invalid"]
 # A realistic baseline is not perfect: two intents wrong (one of them a prompt injection that works).
@@ -41,7 +42,7 @@ def drop_labels(prompt: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def repo(ready, tmp_path_factory) -> Path:
+def repo(ready, tmp_path_factory) -> Iterator[Path]:
     """The baked repo: baseline on main; branches `worse`, `readme`, `corrupt-base`."""
     project = ready(**ANSWERS)
     with fake_model(project, wrong=BASELINE_MISTAKES, needs_label=True), pytest.MonkeyPatch.context() as env:
@@ -80,7 +81,7 @@ def on(repo: Path, branch: str) -> Path:
 
 
 def gate(repo: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    return run(repo, "gate-demo", "gate", *args, check=False, **env)
+    return run(repo, "gate-demo", "gate", *args, check=False, env=env)
 
 
 def test_worse_prompt_fails_naming_the_metric_and_the_flips(repo: Path, tmp_path: Path) -> None:
@@ -166,14 +167,20 @@ def test_unusable_input_exits_2_naming_the_reason(repo: Path, case: str) -> None
 
 
 def test_ci_run_steps_work_in_a_fresh_clone(repo: Path, tmp_path: Path) -> None:
-    """The `checks` and `eval` jobs of a PR from `readme` into main, each on a fresh "runner"."""
+    """The `checks` and `eval` jobs of a PR from `readme` into main, each on a fresh "runner". The
+    `checks` job is the default project's own lint and whole suite (the embedded model's tests
+    included, none skipped): the full tier runs that suite here, in a fresh clone."""
     on(repo, "main")
     event = Event("pull_request", "refs/pull/7/merge", base_ref="main")
     outcomes = {}
     for job_id in ("checks", "eval"):
         clone = checkout(repo, "readme", tmp_path / job_id / "gate-demo")  # origin is the repository
         store = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / job_id / 'mlflow.db'}"}
-        outcomes[job_id] = run_job(clone, job_id, event, tmp_path / job_id, store).outcomes
+        result = run_job(clone, job_id, event, tmp_path / job_id, store)
+        outcomes[job_id], logs = result.outcomes, result.logs
+        if job_id == "checks":
+            suite = logs["Unit tests"]
+            assert re.search(r"\d+ passed", suite) and " skipped" not in suite and "failed" not in suite, suite
     assert len(outcomes["checks"]) >= 3 and set(outcomes["checks"].values()) == {"success"}, outcomes
     assert outcomes["eval"]["evaluate"] == outcomes["eval"]["release-check"] == "success", outcomes
     assert "skipped" == outcomes["eval"][next(k for k in outcomes["eval"] if "Register" in k)]  # a PR registers nothing
@@ -183,7 +190,7 @@ def test_ci_run_steps_work_in_a_fresh_clone(repo: Path, tmp_path: Path) -> None:
 
 
 def make_gate(repo: Path, base: str = "main", **env: str) -> subprocess.CompletedProcess:
-    return run(repo, "make", "--no-print-directory", "gate", f"BASE={base}", check=False, **env)
+    return run(repo, "make", "--no-print-directory", "gate", f"BASE={base}", check=False, env=env)
 
 
 def test_make_gate_exits_as_the_gate_does(repo: Path) -> None:

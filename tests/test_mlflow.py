@@ -16,7 +16,7 @@ from tests.baked import fake_model, free_port, local_store, private_project, ser
 from tests.bakery import project_env
 from tests.conftest import run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.xdist_group("mlflow")]
 NAME = "support-bot"
 
 
@@ -35,8 +35,8 @@ def test_server_tracking_registers_promotes_and_serves_the_champion(tmp_path):
     cmd += ["--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination", str(store / "art")]
     cmd += ["--workers", "1"]
     with server(cmd, f"http://127.0.0.1:{port}/health", cwd=store, project=project), fake_model(project) as model:
-        run(project, "python", "-m", "dvc", "repro", **env)
-        run(project, "support-bot", "promote", **env)
+        run(project, "python", "-m", "dvc", "repro", env=env)
+        run(project, "support-bot", "promote", env=env)
         assert not (project / "mlflow.db").exists(), "registered locally instead of on the server"
         record = json.loads((project / "models/version.json").read_text())
         assert record["registry"]["tracking_uri"] == f"http://127.0.0.1:{port}"
@@ -47,7 +47,7 @@ def test_server_tracking_registers_promotes_and_serves_the_champion(tmp_path):
         client = MlflowClient(uri, registry_uri=uri)
         champion = client.get_model_version_by_alias(NAME, "champion")
         assert str(champion.version) == record["registry"]["version"] == "1"
-        assert client.get_run(champion.run_id).data.metrics["pass_rate"] >= 0.5
+        assert champion.run_id and client.get_run(champion.run_id).data.metrics["pass_rate"] >= 0.5
         assert client.load_prompt(f"{NAME}.classify_intent", version=1).tags["content_hash"]
 
         # The champion's artifacts come back through the server and it answers.
@@ -58,7 +58,7 @@ def test_server_tracking_registers_promotes_and_serves_the_champion(tmp_path):
             "{'message': 'Where is BH-31007?'}}])))"
         )
         calls = model.calls()
-        out = run(project, "python", "-c", code, **{**env, "MLFLOW_TRACKING_URI": uri}).stdout
+        out = run(project, "python", "-c", code, env={**env, "MLFLOW_TRACKING_URI": uri}).stdout
         assert json.loads(out.strip().splitlines()[-1])[0]["data"] == {"order_id": "BH-31007", "email": None}
         assert model.calls() == calls + 1
 
@@ -69,7 +69,7 @@ def evaluated(tmp_path_factory):
     project = private_project(tmp_path_factory.mktemp("concurrent"))
     env = local_store(project)
     with fake_model(project):
-        run(project, "python", "-m", "dvc", "repro", "evaluate", **env)
+        run(project, "python", "-m", "dvc", "repro", "evaluate", env=env)
     return project, env
 
 
@@ -103,6 +103,7 @@ def test_concurrent_registers_on_a_fresh_then_an_existing_store(evaluated, tmp_p
     client = MlflowClient(uri, registry_uri=uri)
     assert sorted(int(v.version) for v in client.search_model_versions(f"name='{NAME}'")) == [1, 2, 3, 4]
     experiment = client.get_experiment_by_name(NAME)
+    assert experiment is not None
     runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
     # Unchanged prompts are registered once, however many registers ran.

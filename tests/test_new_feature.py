@@ -24,7 +24,7 @@ import requests
 from tests.baked import free_port, local_store, private_project, server
 from tests.conftest import run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.xdist_group("new_feature")]
 ANSWERS = {"example_app": "none", "model_backend": "openai-compatible", "project": "review-insights"}
 ASPECTS = ("battery", "screen", "price", "delivery", "sound")
 PROMPT = """\
@@ -130,7 +130,7 @@ def git(project: Path, *args: str) -> str:
 
 
 def make(project: Path, *args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
-    return run(project, "make", "--no-print-directory", *args, check=check, timeout=600, **env)
+    return run(project, "make", "--no-print-directory", *args, check=check, timeout=600, env=env)
 
 
 def test_a_new_feature_needs_no_framework_file(endpoint, tmp_path):

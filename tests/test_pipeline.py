@@ -18,7 +18,7 @@ import pytest
 from tests.baked import fake_model, local_store, private_project
 from tests.conftest import run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.xdist_group("pipeline")]
 NAME = "support-bot"
 QUESTION = "Where is my order? I placed it last Tuesday."
 
@@ -29,8 +29,9 @@ def pipeline(tmp_path_factory):
     project = private_project(tmp_path_factory.mktemp("pipeline"))
     env = local_store(project)
     with fake_model(project) as model:
-        run(project, "git", "commit", "-qam", "test: the model is the local fake server")
-        first = run(project, "python", "-m", "dvc", "repro", **env)
+        run(project, "git", "-c", "user.name=test", "-c", "user.email=test@test.invalid", "commit", "-qam",
+            "test: the model is the local fake server")  # fmt: skip
+        first = run(project, "python", "-m", "dvc", "repro", env=env)
         yield SimpleNamespace(project=project, env=env, model=model, first=first)
 
 
@@ -42,7 +43,7 @@ def client(pipeline):
 
 
 def cli(pipeline, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return run(pipeline.project, "support-bot", *args, check=check, **pipeline.env)
+    return run(pipeline.project, "support-bot", *args, check=check, env=pipeline.env)
 
 
 def golden_count(project: Path, target: str, key: str = "prompt") -> int:
@@ -92,16 +93,16 @@ def test_second_repro_is_a_no_op_and_a_prompt_change_reruns_only_its_examples(pi
     # Byte-code that Python writes beside the sources is not a code change (.dvcignore).
     (project / "src/support_bot/__pycache__").mkdir(exist_ok=True)
     (project / "src/support_bot/__pycache__/registry.cpython-311.pyc").write_bytes(b"\0")
-    again = run(project, "python", "-m", "dvc", "repro", **pipeline.env)
+    again = run(project, "python", "-m", "dvc", "repro", env=pipeline.env)
     assert "Data and pipelines are up to date." in again.stdout
     assert pipeline.model.calls() == calls
     assert len(client(pipeline).search_model_versions(f"name='{NAME}'")) == 1
 
     prompt = project / "prompts/classify_intent.yaml"
     prompt.write_text(prompt.read_text().replace("Reply with JSON only.", "Reply with JSON only, nothing else."))
-    status = run(project, "python", "-m", "dvc", "status", **pipeline.env).stdout
+    status = run(project, "python", "-m", "dvc", "status", env=pipeline.env).stdout
     assert "evaluate:" in status and "preprocess:" not in status
-    rerun = run(project, "python", "-m", "dvc", "repro", **pipeline.env)
+    rerun = run(project, "python", "-m", "dvc", "repro", env=pipeline.env)
     assert "Stage 'preprocess' didn't change, skipping" in rerun.stdout
     # The response cache answers every call of the unchanged prompts, inside flows too: only the
     # classify_intent calls are made again (its examples', and the first call of each flow example).
@@ -145,7 +146,7 @@ def predict(pipeline, alias: str, **load_options) -> list:
         f"m = mlflow.pyfunc.load_model('models:/{NAME}@{alias}', **{load_options!r});"
         f"print(json.dumps(m.predict([{{'prompt': 'classify_intent', 'variables': {{'message': {QUESTION!r}}}}}])))"
     )
-    out = run(pipeline.project, "python", "-c", code, **pipeline.env)
+    out = run(pipeline.project, "python", "-c", code, env=pipeline.env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -156,7 +157,7 @@ def test_plots_render_offline(pipeline, tmp_path):
     latency = json.loads((project / "eval/plots/latency.json").read_text())
     assert len(latency) == sum(1 for line in (project / "eval/golden.jsonl").read_text().splitlines() if line.strip())
     out = tmp_path / "plots"
-    run(project, "python", "-m", "dvc", "plots", "show", "--out", str(out), **pipeline.env)
+    run(project, "python", "-m", "dvc", "plots", "show", "--out", str(out), env=pipeline.env)
     html = (out / "index.html").read_text()
     assert "Latency per call (ms)" in html and "Pass rate per golden-set tag" in html
 

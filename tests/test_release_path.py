@@ -26,7 +26,7 @@ from tests.bakery import project_env
 from tests.conftest import run
 from tests.workflow_runner import APPROVAL, Event, JobRun, checkout, run_job
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.xdist_group("release_path")]
 NAME = "release-demo"
 GIT = ["git", "-c", "user.name=dev", "-c", "user.email=dev@test.invalid"]
 BASELINE_MISTAKES = {"intent-13": '{"intent": "other"}', "intent-17": '{"intent": "refund"}'}
@@ -64,12 +64,11 @@ def healthy_prometheus() -> ThreadingHTTPServer:
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            query = re.search(r"query=([^&]*)", self.path).group(1)
-            from urllib.parse import unquote_plus
+            from urllib.parse import parse_qs, urlsplit
 
-            body = json.dumps(
-                {"status": "success", "data": {"resultType": "vector", "result": vector(unquote_plus(query))}}
-            )
+            query = parse_qs(urlsplit(self.path).query)["query"][0]
+
+            body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": vector(query)}})
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.end_headers()

@@ -27,17 +27,17 @@ def sha256(path: Path) -> str:
 
 def round_trip(project: Path, **env: str) -> None:
     """preprocess -> push -> wipe cache and output -> pull: the same bytes come back."""
-    run(project, "python", "-m", "dvc", "repro", "preprocess", **env)
+    run(project, "python", "-m", "dvc", "repro", "preprocess", env=env)
     before = sha256(project / EVAL_SET)
-    pushed = run(project, "python", "-m", "dvc", "push", **env)
+    pushed = run(project, "python", "-m", "dvc", "push", env=env)
     assert "1 file pushed" in pushed.stdout, pushed.stdout
     shutil.rmtree(project / ".dvc" / "cache")
     (project / EVAL_SET).unlink()
-    pulled = run(project, "python", "-m", "dvc", "pull", **env)
+    pulled = run(project, "python", "-m", "dvc", "pull", env=env)
     assert "1 file" in pulled.stdout and "added" in pulled.stdout, pulled.stdout
     assert sha256(project / EVAL_SET) == before
     # And the remote agrees with the workspace.
-    status = run(project, "python", "-m", "dvc", "status", "--cloud", **env)
+    status = run(project, "python", "-m", "dvc", "status", "--cloud", env=env)
     assert "Cache and remote 'storage' are in sync." in status.stdout, status.stdout
 
 

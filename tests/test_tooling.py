@@ -7,11 +7,12 @@ from tests.bakery import ROOT
 
 
 def test_template_tooling_is_lint_clean():
-    for args in (["check"], ["format", "--check"]):
-        proc = subprocess.run(
-            [sys.executable, "-m", "ruff", *args, "tests", "benchmarks"],
-            cwd=ROOT, capture_output=True, text=True, check=False,
-        )  # fmt: skip
+    for args in (
+        ["ruff", "check", "tests", "benchmarks"],
+        ["ruff", "format", "--check", "tests", "benchmarks"],
+        ["mypy"],
+    ):
+        proc = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, check=False)
         assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

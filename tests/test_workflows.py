@@ -152,8 +152,7 @@ def test_every_job_has_timeout_and_least_privilege(project: Path) -> None:
 
 def test_every_action_pinned_to_a_commit_with_version_comment(project: Path) -> None:
     for path in workflow_files(project):
-        raw = [USES_LINE.match(line) for line in path.read_text().splitlines()]
-        raw = [m for m in raw if m]
+        raw = [m for m in map(USES_LINE.match, path.read_text().splitlines()) if m]
         parsed = [s["uses"] for job in load(path)["jobs"].values() for s in steps(job) if "uses" in s]
         assert [m.group(1) for m in raw] == parsed, path.name
         assert parsed, path.name

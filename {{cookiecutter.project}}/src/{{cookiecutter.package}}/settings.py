@@ -232,7 +232,7 @@ def _build(cls: type, data: Any, keys: tuple[str, ...], ctx: _Context) -> Any:
 
 
 def _coerce(hint: Any, value: Any, keys: tuple[str, ...], ctx: _Context) -> Any:
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, keys, ctx)
     origin = get_origin(hint)
     if origin is dict:

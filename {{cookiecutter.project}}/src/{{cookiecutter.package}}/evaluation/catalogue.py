@@ -94,7 +94,7 @@ def parse(text: str, source: str) -> dict[str, Metric]:
                 name,
                 entry["better"],
                 entry["summarises"],
-                tuple(verdict) if verdict else None,  # type: ignore[arg-type]
+                tuple(verdict) if verdict else None,
                 entry.get("interval_of"),
             )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -151,9 +151,9 @@ def check_targets(
     problems = []
     for example in examples:
         if example.flow is not None:
-            problems += _flow_problems(example, flows, source)
+            problems += _flow_problems(example, example.flow, flows, source)
             continue
-        prompt = prompts.get(example.prompt)
+        prompt = prompts.get(str(example.prompt))
         if prompt is None:
             problems.append(
                 f"{source}: {example.id}: prompt: no template {example.prompt!r} (have: {', '.join(sorted(prompts))})"
@@ -173,15 +173,15 @@ def check_targets(
         raise GoldenSetError("\n".join(problems))
 
 
-def _flow_problems(example: Example, flows: Mapping[str, Any], source: str) -> list[str]:
-    flow = flows.get(example.flow)
+def _flow_problems(example: Example, name: str, flows: Mapping[str, Any], source: str) -> list[str]:
+    flow = flows.get(name)
     if flow is None:
         have = ", ".join(sorted(flows)) or "none: set app.entry in params.yaml"
-        return [f"{source}: {example.id}: flow: the app has no flow {example.flow!r} (have: {have})"]
+        return [f"{source}: {example.id}: flow: the app has no flow {name!r} (have: {have})"]
     import jsonschema
 
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(flow.request).iter_errors(example.input))
     if error is None:
         return []
     path = ".".join(map(str, ("input", *error.absolute_path)))
-    return [f"{source}: {example.id}: {path}: {error.message} (the {example.flow!r} flow's request schema)"]
+    return [f"{source}: {example.id}: {path}: {error.message} (the {name!r} flow's request schema)"]

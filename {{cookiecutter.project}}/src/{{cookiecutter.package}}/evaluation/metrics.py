@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from . import catalogue
 from .results import Result
@@ -87,7 +87,7 @@ def catalogue_of(metrics: Mapping[str, Any], results: Sequence[Result]) -> dict[
     return catalogue.build(metrics, {s: CHECKS.get(s, s) for s in sorted(used)}, tags)
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 

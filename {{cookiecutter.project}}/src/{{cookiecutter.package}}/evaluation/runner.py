@@ -145,7 +145,7 @@ def target_versions(prompts: Mapping[str, Prompt], app: App) -> dict[str, str]:
 
 def judge(task: Task, version: str, solution: Solution | None, error: ModelError | None, cached: bool) -> Result:
     example = task.example
-    base = dict(
+    base: dict[str, Any] = dict(
         id=example.id, repeat=task.repeat, target=example.target, version=version, tags=list(example.tags),
         cached=cached,
     )  # fmt: skip

@@ -162,7 +162,9 @@ def json_valid(sample: Sample) -> Score:
 def json_schema(sample: Sample) -> Score:
     import jsonschema
 
-    schema = sample.expectations.get("json_schema") or sample.output_schema
+    # `applicable` runs this scorer only where there is a schema; an example's empty one ({}) on a
+    # prompt without an output schema accepts any JSON, as an empty JSON Schema does.
+    schema = sample.expectations.get("json_schema") or sample.output_schema or {}
     if sample.parsed is None:
         return Score(False, detail="not JSON")
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(sample.parsed))

@@ -24,13 +24,18 @@ import threading
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import mlflow.pyfunc
+# Not `mlflow.pyfunc.PythonModel`: mlflow's __init__ binds `pyfunc` to a lazy loader, which hides the
+# submodule's names from type checkers.
+from mlflow.pyfunc import PythonModel
 
 from ..app.contract import run_flow
 from ..settings import ModelSettings
 from .versions import AppVersion, from_directory
+
+if TYPE_CHECKING:
+    from ..app.runtime import Caller
 
 # MLflow asks for a narrower type hint than `list[Any]`; `predict` checks each request itself.
 warnings.filterwarnings("ignore", message=".*Any type hint is inferred as AnyType", category=UserWarning)
@@ -63,7 +68,7 @@ def check_request(request: Any, version: AppVersion) -> tuple[str, str, Mapping[
     return "prompt", request["prompt"], variables
 
 
-class AppModel(mlflow.pyfunc.PythonModel):
+class AppModel(PythonModel):
     def load_context(self, context: Any) -> None:
         version = from_directory("champion", Path(context.artifacts["app_version"]))
         # model_config: the logged model settings, overridable at load time (load_model(model_config=...)).
@@ -71,11 +76,11 @@ class AppModel(mlflow.pyfunc.PythonModel):
         known = {f.name for f in dataclasses.fields(ModelSettings)}
         model = dataclasses.replace(version.model, **{k: v for k, v in config.items() if k in known})
         self.version = dataclasses.replace(version, settings=dataclasses.replace(version.settings, model=model))
-        self._caller = None
+        self._caller: Caller | None = None
         self._lock = threading.Lock()
         self._stack = contextlib.ExitStack()
 
-    def _started(self) -> Any:
+    def _started(self) -> Caller:
         # Lazily: loading a model (to inspect it, or in a build step) must not start a model server.
         with self._lock:
             if self._caller is None:

@@ -266,6 +266,7 @@ class Service:
             "trace_id": self.runner.tracing.trace_id(),
         }
         reply: Reply | None = None
+        payload: dict[str, Any]
         problem = self.check(target, body)
         if problem:
             status, payload = 422, {"error": "invalid_request", "detail": problem}

@@ -26,7 +26,7 @@ def answer(ctx: Context, request: Mapping[str, Any]) -> dict[str, Any]:
     policies: Mapping[str, str] = ctx.data
     message = request["message"]
     intent = _field(ctx.call("classify_intent", {"message": message}).data, "intent")
-    if intent not in policies:
+    if intent is None or intent not in policies:
         intent = FALLBACK_INTENT
     order = ctx.call("extract_order", {"message": message}).data
     reply = ctx.call("answer_policy", {"policy": policies[intent], "question": message})
