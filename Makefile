@@ -10,9 +10,9 @@ WHEELS ?= $(HOME)/.cache/cookiecutter-llmops/wheels
 LLAMA_VERSION := 0.3.36
 LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF
 PYTEST_ARGS ?=
-# Both cores (or all a CI runner has); loadgroup keeps a module's shared fixture (a baked pipeline,
-# a repository with branches) on one worker instead of building it once per worker.
-XDIST ?= -n auto --dist loadgroup
+# Both cores (or all a CI runner has); tests/conftest.py schedules the modules that share a fixture
+# (a baked pipeline, a repository with branches) whole, on one worker.
+XDIST ?= -n auto
 
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1

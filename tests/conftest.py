@@ -71,6 +71,28 @@ def combo_id(answers: dict[str, str]) -> str:
     return "-".join(answers[k] for k in OPTIONS)
 
 
+# Modules whose tests share an expensive module fixture (a pipeline run on the embedded model, a
+# repository with branches): xdist must send each whole to one worker, or every worker builds it.
+SHARED_FIXTURE_MODULES = {
+    f"tests/{name}.py" for name in ("test_main_job", "test_gate_e2e", "test_pipeline", "test_mlflow")
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """xdist's load scheduling, keeping the modules above whole (xdist's own `--dist loadgroup`
+    marks groups by editing `item._nodeid`, which pytest 9 no longer reads: measured, the groups
+    were split and the embedded pipeline ran twice)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class KeepSharedModulesWhole(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in SHARED_FIXTURE_MODULES else nodeid
+
+    return KeepSharedModulesWhole(config, log)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--tier", choices=("fast", "full"), default="full", help="fast: the change loop; full: CI")
 

@@ -21,7 +21,7 @@ from tests.baked import fake_model
 from tests.conftest import run
 from tests.workflow_runner import Event, checkout, run_job
 
-pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.xdist_group("gate_e2e")]
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 ANSWERS = {"project": "gate-demo"}  # a bake of its own: these tests commit and branch in it
 GIT = ["git", "-c", "user.name=gate test", "-c", "user.email=gate@test.invalid"]
 # A realistic baseline is not perfect: two intents wrong (one of them a prompt injection that works).

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import run
 
-pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.xdist_group("main_job")]
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 
 def llama_servers_in(project: Path) -> list[int]:

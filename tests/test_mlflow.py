@@ -16,7 +16,7 @@ from tests.baked import fake_model, free_port, local_store, private_project, ser
 from tests.bakery import project_env
 from tests.conftest import run
 
-pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.xdist_group("mlflow")]
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 NAME = "support-bot"
 
 

@@ -24,7 +24,7 @@ import requests
 from tests.baked import free_port, local_store, private_project, server
 from tests.conftest import run
 
-pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.xdist_group("new_feature")]
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 ANSWERS = {"example_app": "none", "model_backend": "openai-compatible", "project": "review-insights"}
 ASPECTS = ("battery", "screen", "price", "delivery", "sound")
 PROMPT = """\

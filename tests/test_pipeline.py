@@ -18,7 +18,7 @@ import pytest
 from tests.baked import fake_model, local_store, private_project
 from tests.conftest import run
 
-pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.xdist_group("pipeline")]
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 NAME = "support-bot"
 QUESTION = "Where is my order? I placed it last Tuesday."
 

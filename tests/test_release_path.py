@@ -26,7 +26,7 @@ from tests.bakery import project_env
 from tests.conftest import run
 from tests.workflow_runner import APPROVAL, Event, JobRun, checkout, run_job
 
-pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.xdist_group("release_path")]
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 NAME = "release-demo"
 GIT = ["git", "-c", "user.name=dev", "-c", "user.email=dev@test.invalid"]
 BASELINE_MISTAKES = {"intent-13": '{"intent": "other"}', "intent-17": '{"intent": "refund"}'}
