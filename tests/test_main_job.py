@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 
 def llama_servers_in(project: Path) -> list[int]:
-    """PIDs of llama.cpp servers whose working directory is the project (ours, not other tests')."""
+    """PIDs of embedded model servers whose working directory is the project (ours, not other tests')."""
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -25,7 +25,7 @@ def llama_servers_in(project: Path) -> list[int]:
             cwd = os.readlink(proc / "cwd")
         except OSError:
             continue
-        if "llama_cpp.server" in cmdline and Path(cwd) == project:
+        if "support_bot.app.embedded" in cmdline and Path(cwd) == project:
             found.append(int(proc.name))
     return found
 

@@ -40,6 +40,9 @@ class ModelSettings:
     read_timeout_s: float = 60.0
     input_usd_per_1m_tokens: float = 0.0
     output_usd_per_1m_tokens: float = 0.0
+    # `embedded` only: llama.cpp's parallel slots. 1 = deterministic; more batches concurrent
+    # requests (faster) but answers may then differ from run to run (app/embedded.py).
+    embedded_slots: int = 1
 
     @property
     def embedded(self) -> bool:

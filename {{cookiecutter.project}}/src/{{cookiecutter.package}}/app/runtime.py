@@ -50,6 +50,17 @@ class Caller:
         return Answer(prompt.id, prompt.version, completion.text, parse_output(prompt, completion.text), completion)
 
 
+def endpoint_identity(model: ModelSettings) -> str:
+    """The endpoint as the cache keys it: the URL, or for `embedded` the runtime, weights and slots."""
+    if not model.embedded:
+        return model.base_url
+    if importlib.util.find_spec(f"{__package__}.embedded") is None:
+        return "embedded"
+    from .embedded import identity
+
+    return identity(model.embedded_slots)
+
+
 def client_chat(client: ChatClient, model: ModelSettings) -> Chat:
     """A Chat on `client` with the model's sampling parameters."""
     params = sampling(model)
@@ -76,7 +87,7 @@ def connect(model: ModelSettings, evaluation: EvalSettings | None = None) -> Ite
         raise UserError("model.base_url: 'embedded' is not available in this project; set an OpenAI-compatible URL")
     from .embedded import embedded_server
 
-    with embedded_server(seed=model.seed) as base_url:
+    with embedded_server(seed=model.seed, slots=model.embedded_slots) as base_url:
         client = ChatClient(
             base_url, "embedded", None, timeout=timeout, retry=retry,
             pool_size=evaluation.concurrency, json_schema_style="llama.cpp",

@@ -16,7 +16,7 @@ from pathlib import Path
 from .. import settings as settings_mod
 from ..app.loader import load_app
 from ..app.prompts import load_all
-from ..app.runtime import client_chat, connect, sampling
+from ..app.runtime import client_chat, connect, endpoint_identity, sampling
 from ..errors import UserError
 from ..evaluation import catalogue, golden, metrics, report, runner
 from ..evaluation.cache import ResponseCache
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None, prog: str = "evaluate") -> int:
     evaluation = runner.Evaluation(
         solver=runner.app_solver(prompts, app, data),
         cache=cache,
-        keying=runner.Keying("embedded" if model.embedded else model.base_url, model.name, sampling(model)),
+        keying=runner.Keying(endpoint_identity(model), model.name, sampling(model)),
         versions=runner.target_versions(prompts, app),
     )
     tasks = runner.plan(examples, config.eval.repeats)
