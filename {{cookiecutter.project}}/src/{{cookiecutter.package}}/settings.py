@@ -43,6 +43,8 @@ class ModelSettings:
     # `embedded` only: llama.cpp's parallel slots. 1 = deterministic; more batches concurrent
     # requests (faster) but answers may then differ from run to run (app/embedded.py).
     embedded_slots: int = 1
+    # `embedded` only: llama.cpp's threads. Fixed, not the core count: 1 and 2 threads answer differently.
+    embedded_threads: int = 2
 
     @property
     def embedded(self) -> bool:

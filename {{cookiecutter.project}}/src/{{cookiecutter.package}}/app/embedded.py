@@ -7,10 +7,14 @@ answers, yields its base URL and always stops it: on success, on error, on Ctrl-
 (which DVC and CI send when they cancel). A child, not a thread: llama.cpp can abort the whole
 process (a corrupt file, an out-of-memory), and then only the child goes.
 
-Deterministic by default: one slot. With `slots` > 1 llama.cpp batches concurrent requests
-together, which is faster but changes the numerics, so the same request can get another answer
-from run to run (measured: 6 of 38 golden answers differed) - and the gate pairs examples across
-runs, so flakiness costs it power. No network: the weights come from site-packages and the server
+Deterministic by default: one slot and a fixed number of threads. With `slots` > 1 llama.cpp
+batches concurrent requests together, which is faster but changes the numerics, so the same request
+can get another answer from run to run (measured: 6 of 38 golden answers differed) - and the gate
+pairs examples across runs, so flakiness costs it power. The thread count is fixed (not the
+machine's core count) because 1 thread and 2 give different answers: a laptop and a CI runner must
+agree. llama.cpp's threads spin while they wait for work: on a machine busy with other work set
+OMP_WAIT_POLICY=PASSIVE (measured: two evaluations side by side on 2 cores, 136 s spinning, 26 s
+passive; alone, passive is 2x slower). No network: the weights come from site-packages and the server
 binds to loopback only.
 """
 
@@ -52,16 +56,17 @@ def model_path() -> Path:
     return path
 
 
-def identity(slots: int = 1) -> str:
-    """Which runtime, weights and slots answer: part of every cache key, so that answers of another
-    llama.cpp build (another grammar engine, other numerics) are never served as this one's."""
+def identity(slots: int = 1, threads: int = 2) -> str:
+    """Which runtime, weights, slots and threads answer: part of every cache key, so that answers of
+    another llama.cpp build (another grammar engine) or another split of the work (other numerics:
+    1 thread and 2 answer differently) are never served as this one's."""
     from importlib import metadata
 
     try:
         runtime = f"{RUNTIME} {metadata.version(RUNTIME)}"
     except metadata.PackageNotFoundError:
         runtime = f"{RUNTIME} (not installed)"
-    return f"embedded: {runtime}, {MODEL_FILE}, {slots} slot{'s' if slots > 1 else ''}"
+    return f"embedded: {runtime}, {MODEL_FILE}, {slots} slot{'s' if slots > 1 else ''}, {threads} threads"
 
 
 def check_runtime() -> None:
@@ -124,7 +129,7 @@ def _stop(process: subprocess.Popen) -> None:
 @contextlib.contextmanager
 def embedded_server(
     seed: int = 42,
-    threads: int | None = None,
+    threads: int = 2,
     slots: int = 1,
     log_dir: Path = Path(".cache"),
     model: Path | None = None,
@@ -135,13 +140,12 @@ def embedded_server(
     runs, the block's error is replaced by one line that says so: the calls that failed after it
     died are errors, never cached answers, and the next run asks again.
     """
-    if slots < 1:
-        raise UserError(f"model.embedded_slots: must be at least 1, got {slots}")
+    if slots < 1 or threads < 1:
+        raise UserError(f"model.embedded_slots and embedded_threads: must be at least 1, got {slots} and {threads}")
     check_runtime()
     model = model or model_path()
     if not model.is_file():
         raise UserError(f"the embedded model file is missing: {model}")
-    threads = threads or max(1, min(4, os.cpu_count() or 1))
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / "embedded-model.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1"}

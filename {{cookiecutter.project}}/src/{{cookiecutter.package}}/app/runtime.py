@@ -58,7 +58,7 @@ def endpoint_identity(model: ModelSettings) -> str:
         return "embedded"
     from .embedded import identity
 
-    return identity(model.embedded_slots)
+    return identity(model.embedded_slots, model.embedded_threads)
 
 
 def client_chat(client: ChatClient, model: ModelSettings) -> Chat:
@@ -87,7 +87,7 @@ def connect(model: ModelSettings, evaluation: EvalSettings | None = None) -> Ite
         raise UserError("model.base_url: 'embedded' is not available in this project; set an OpenAI-compatible URL")
     from .embedded import embedded_server
 
-    with embedded_server(seed=model.seed, slots=model.embedded_slots) as base_url:
+    with embedded_server(seed=model.seed, slots=model.embedded_slots, threads=model.embedded_threads) as base_url:
         client = ChatClient(
             base_url, "embedded", None, timeout=timeout, retry=retry,
             pool_size=evaluation.concurrency, json_schema_style="llama.cpp",
