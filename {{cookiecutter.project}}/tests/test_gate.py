@@ -274,7 +274,7 @@ def test_report_puts_regressions_first():
 HEAD_PARAMS = """
 thresholds: {min: {pass_rate: 0.1, tag_intent_pass_rate: 0.5, json_schema_rate: 0.99}, max: {}}
 gate:
-  alpha: 0.0
+  alpha: 0.001
   max_drop: 1.0
   required: [pass_rate]
   tolerance: {pass_rate: 0.03, error_rate: 0.05, latency_p95_ms: 50.0}
@@ -291,7 +291,7 @@ def test_bars_moved_by_the_head_are_listed_with_their_direction():
         "gate.tolerance.cost_usd: 0.01 → none (loosened)",
         "gate.tolerance.error_rate: 0.02 → 0.05 (loosened)",
         "gate.tolerance.latency_p95_ms: 100.0 → 50.0 (tightened)",
-        "gate.alpha: 0.05 → 0.0 (loosened)",
+        "gate.alpha: 0.05 → 0.001 (loosened)",
         "gate.max_drop: 0.1 → 1.0 (loosened)",
         'gate.required.error_rate: "required" → none (loosened)',
     ]
@@ -310,7 +310,7 @@ def test_the_base_bars_judge_and_loosening_them_needs_approval():
     assert any(v.metric == "pass_rate" and "absolute threshold 0.5" in v.why for v in approved.verdicts)
     text = render(refused, inputs(change, low, head_policy=looser))
     policy = text.split("### Policy changes")[1].split("| metric |")[0]
-    assert "needs approval" in policy and "`gate.alpha: 0.05 → 0.0 (loosened)`" in policy
+    assert "needs approval" in policy and "`gate.alpha: 0.05 → 0.001 (loosened)`" in policy
     stricter = {**POLICY.thresholds.min, "pass_rate": 0.6, "json_schema_rate": 0.9}
     tightening = Policy(Thresholds(stricter, POLICY.thresholds.max), POLICY.gate)
     assert "policy" not in statuses(judge(inputs(diff(), head_policy=tightening)))

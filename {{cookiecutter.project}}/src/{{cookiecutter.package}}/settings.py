@@ -1,24 +1,30 @@
 """params.yaml -> frozen, typed settings, validated once at the entry point.
 
-Every key is declared here. An unknown key, a missing key or a value of the wrong type is a
-`SettingsError` that names the file, the line and the dotted key: a typo in params.yaml must never
-become a silent default. Secrets are never read from params.yaml, only the *name* of the env var.
+Every key is declared here. An unknown key, a duplicate key, a missing key, a value of the wrong
+type or out of its range (the `Annotated` checks below), a URL that is not one, a metric name no
+evaluation can produce: each is a `SettingsError` naming the file, the line and the dotted key,
+`params.yaml:LINE: dotted.key: message`. A typo in params.yaml must never become a silent default
+or a failure later, after model calls. Secrets are never read from params.yaml, only the *name* of
+the env var.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import types
 import typing
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
 import yaml
 
 from . import PROJECT
-from .errors import UserError
+from .errors import UserError, clip, quote, read_text
 
 PARAMS_FILE = Path("params.yaml")
 EMBEDDED = "embedded"
@@ -28,23 +34,88 @@ class SettingsError(UserError):
     """A user mistake in params.yaml or the environment; the message is the whole story."""
 
 
+# -- checks on values: `Annotated[int, AT_LEAST_1]`; a check returns what is wrong, or None ---------
+
+Check = Callable[[Any], str | None]
+
+
+def _check(ok: Callable[[Any], bool], says: str) -> Check:
+    return lambda value: None if ok(value) else f"{says}, got {quote(value)}"
+
+
+POSITIVE = _check(lambda v: v > 0, "must be greater than 0")
+NOT_NEGATIVE = _check(lambda v: v >= 0, "must be 0 or more")
+AT_LEAST_1 = _check(lambda v: v >= 1, "must be at least 1")
+SHARE = _check(lambda v: 0 <= v <= 1, "must be between 0 and 1")
+OPEN_SHARE = _check(lambda v: 0 < v < 1, "must be between 0 and 1, both excluded")
+NOT_EMPTY = _check(lambda v: bool(v.strip()), "must not be empty")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _base_url(value: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    if value == EMBEDDED:
+        return None
+    wanted = f"must be `{EMBEDDED}` or an http(s) URL with a host, e.g. http://127.0.0.1:8000/v1"
+    try:
+        url = urlsplit(value)
+        url.port  # noqa: B018 (raises ValueError on a port that is not a number)
+    except ValueError:
+        return f"{wanted}, got {quote(value)}"
+    if url.username or url.password:
+        # Never echo it: the user:password part is a credential.
+        return "must not carry credentials (user:password@): name the key's env var in model.api_key_env"
+    if url.scheme not in ("http", "https") or not url.hostname or any(c.isspace() for c in value):
+        return f"{wanted}, got {quote(value)}"
+    return None
+
+
+def _env_name(value: str) -> str | None:
+    if value == "" or _ENV_NAME.fullmatch(value):
+        return None
+    # Never echo the value: a key pasted here instead of the variable's name is a secret.
+    return "must be the NAME of an environment variable (letters, digits, _), never the key itself"
+
+
+def _metric(name: str) -> str | None:
+    """A metric some evaluation can produce (eval/catalogue.json lists those of the last run)."""
+    import difflib
+
+    from .evaluation.catalogue import FIXED_NAMES, known_name, scorer_metrics
+    from .evaluation.scorers import SCORERS
+
+    if known_name(name, SCORERS):
+        return None
+    names = sorted(FIXED_NAMES | {m.name for s in SCORERS for m in scorer_metrics(s, "")})
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return (
+        f"no such metric {quote(name)}: {hint}(the fixed metrics, <scorer>_rate for each scorer, "
+        "tag_<tag>_pass_rate; see the README's metrics)"
+    )
+
+
+MetricName = Annotated[str, _metric]
+
+
 @dataclass(frozen=True)
 class ModelSettings:
-    base_url: str  # "embedded" starts the bundled llama.cpp server; else an OpenAI-compatible URL
-    name: str
-    api_key_env: str = ""  # name of the env var that holds the key; "" = no key
-    temperature: float = 0.0
+    base_url: Annotated[str, _base_url]  # "embedded" starts the bundled llama.cpp server; else an OpenAI-compatible URL
+    name: Annotated[str, NOT_EMPTY]
+    api_key_env: Annotated[str, _env_name] = ""  # name of the env var that holds the key; "" = no key
+    temperature: Annotated[float, NOT_NEGATIVE] = 0.0
     seed: int = 42
-    max_tokens: int = 128
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 60.0
-    input_usd_per_1m_tokens: float = 0.0
-    output_usd_per_1m_tokens: float = 0.0
+    max_tokens: Annotated[int, AT_LEAST_1] = 128
+    connect_timeout_s: Annotated[float, POSITIVE] = 5.0
+    read_timeout_s: Annotated[float, POSITIVE] = 60.0
+    input_usd_per_1m_tokens: Annotated[float, NOT_NEGATIVE] = 0.0
+    output_usd_per_1m_tokens: Annotated[float, NOT_NEGATIVE] = 0.0
     # `embedded` only: llama.cpp's parallel slots. 1 = deterministic; more batches concurrent
     # requests (faster) but answers may then differ from run to run (app/embedded.py).
-    embedded_slots: int = 1
+    embedded_slots: Annotated[int, AT_LEAST_1] = 1
     # `embedded` only: llama.cpp's threads. Fixed, not the core count: 1 and 2 threads answer differently.
-    embedded_threads: int = 2
+    embedded_threads: Annotated[int, AT_LEAST_1] = 2
 
     @property
     def embedded(self) -> bool:
@@ -72,36 +143,47 @@ class AppSettings:
 
 @dataclass(frozen=True)
 class EvalSettings:
-    concurrency: int = 4
-    repeats: int = 1
-    max_error_rate: float = 0.2  # abort the run above this share of errored calls
-    max_attempts: int = 4  # per call, retries included
-    max_retry_s: float = 60.0  # total time one call may spend retrying
-    cache_dir: str = ".cache/eval"
+    concurrency: Annotated[int, AT_LEAST_1] = 4
+    repeats: Annotated[int, AT_LEAST_1] = 1
+    max_error_rate: Annotated[float, SHARE] = 0.2  # abort the run above this share of errored calls
+    max_attempts: Annotated[int, AT_LEAST_1] = 4  # per call, retries included
+    max_retry_s: Annotated[float, NOT_NEGATIVE] = 60.0  # total time one call may spend retrying
+    cache_dir: Annotated[str, NOT_EMPTY] = ".cache/eval"
 
 
 @dataclass(frozen=True)
 class Thresholds:
     """Absolute bars a version must clear to be registered as `candidate`."""
 
-    min: dict[str, float] = field(default_factory=dict)
-    max: dict[str, float] = field(default_factory=dict)
+    min: dict[MetricName, float] = field(default_factory=dict)
+    max: dict[MetricName, float] = field(default_factory=dict)
+
+    def problems(self) -> Iterator[tuple[tuple[str, ...], str]]:
+        for bound, bars in (("min", self.min), ("max", self.max)):
+            for name, bar in bars.items():
+                if _is_rate(name) and not 0 <= bar <= 1:
+                    yield (bound, name), f"{name} is a rate: the bar must be between 0 and 1, got {quote(bar)}"
+        for name in self.min.keys() & self.max.keys():
+            if self.min[name] > self.max[name]:
+                yield ("max", name), f"below thresholds.min.{name} ({self.min[name]}): no version could pass"
 
 
 @dataclass(frozen=True)
 class GateSettings:
     """The PR gate: how far a metric may move against the base before the PR fails."""
 
-    alpha: float = 0.05  # a paired (McNemar) test at this level decides whether a drop is real
-    required: tuple[str, ...] = ("pass_rate",)
-    tolerance: dict[str, float] = field(default_factory=dict)
-    max_drop: float = 0.10  # net share of examples flipping to failing that fails even when not significant
+    alpha: Annotated[float, OPEN_SHARE] = 0.05  # a paired (McNemar) test at this level decides whether a drop is real
+    required: tuple[MetricName, ...] = ("pass_rate",)
+    tolerance: dict[MetricName, Annotated[float, NOT_NEGATIVE]] = field(default_factory=dict)
+    max_drop: Annotated[float, SHARE] = (
+        0.10  # net share of examples flipping to failing that fails even when not significant
+    )
 
 
 @dataclass(frozen=True)
 class RegistrySettings:
-    tracking_uri: str = "sqlite:///mlflow.db"  # MLFLOW_TRACKING_URI in the env wins
-    model_name: str = PROJECT
+    tracking_uri: Annotated[str, NOT_EMPTY] = "sqlite:///mlflow.db"  # MLFLOW_TRACKING_URI in the env wins
+    model_name: Annotated[str, NOT_EMPTY] = PROJECT
 
     def resolved_tracking_uri(self) -> str:
         return os.environ.get("MLFLOW_TRACKING_URI") or self.tracking_uri
@@ -111,25 +193,25 @@ class RegistrySettings:
 class ServeSettings:
     """The HTTP service: a user waits on every call, so retries are short and bounded."""
 
-    max_attempts: int = 2  # per model call, retries included
-    max_retry_s: float = 10.0  # total time one model call may spend retrying
-    pool_size: int = 16  # keep-alive connections to the model endpoint
-    max_input_chars: int = 4000  # a request with a longer text value is rejected with 422
+    max_attempts: Annotated[int, AT_LEAST_1] = 2  # per model call, retries included
+    max_retry_s: Annotated[float, NOT_NEGATIVE] = 10.0  # total time one model call may spend retrying
+    pool_size: Annotated[int, AT_LEAST_1] = 16  # keep-alive connections to the model endpoint
+    max_input_chars: Annotated[int, AT_LEAST_1] = 4000  # a request with a longer text value is rejected with 422
     prompt_routes: bool = True  # POST /v1/run/<prompt> for every prompt, besides the app's flows
-    shadow_max_inflight: int = 4  # shadow calls beyond this are dropped, never queued
+    shadow_max_inflight: Annotated[int, NOT_NEGATIVE] = 4  # shadow calls beyond this are dropped, never queued
 
 
 @dataclass(frozen=True)
 class CanarySettings:
     """`canary analyze`: when the canary is worse than stable. Rollback if any signal fails."""
 
-    min_requests: int = 50  # per track; fewer -> "inconclusive" (exit 3), no decision
-    error_rate_ratio: float = 2.0  # canary error rate may be at most ratio * stable's + margin
-    error_rate_margin: float = 0.01
-    latency_p95_ratio: float = 1.5  # canary p95 may be at most ratio * stable's + margin
-    latency_p95_margin_s: float = 0.05
-    min_agreement: float = 0.8  # shadow/online agreement (each flow's decision), when measured
-    min_shadow_samples: int = 20  # fewer shadow comparisons -> the agreement signal is skipped
+    min_requests: Annotated[int, AT_LEAST_1] = 50  # per track; fewer -> "inconclusive" (exit 3), no decision
+    error_rate_ratio: Annotated[float, POSITIVE] = 2.0  # canary error rate may be at most ratio * stable's + margin
+    error_rate_margin: Annotated[float, NOT_NEGATIVE] = 0.01
+    latency_p95_ratio: Annotated[float, POSITIVE] = 1.5  # canary p95 may be at most ratio * stable's + margin
+    latency_p95_margin_s: Annotated[float, NOT_NEGATIVE] = 0.05
+    min_agreement: Annotated[float, SHARE] = 0.8  # shadow/online agreement (each flow's decision), when measured
+    min_shadow_samples: Annotated[int, AT_LEAST_1] = 20  # fewer shadow comparisons -> the agreement signal is skipped
 
 
 @dataclass(frozen=True)
@@ -146,12 +228,7 @@ class Settings:
 
 def load(path: Path | str = PARAMS_FILE) -> Settings:
     """Read and validate params.yaml; raise SettingsError naming file, line and key."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SettingsError(f"{path}: cannot read ({exc.strerror})") from None
-    return parse(text, str(path))
+    return parse(read_text(path, SettingsError), str(path))
 
 
 def parse(text: str, source: str = "params.yaml") -> Settings:
@@ -168,28 +245,48 @@ class Policy:
     gate: GateSettings
 
 
+POLICY_SECTIONS = ("thresholds", "gate")
+
+
 def parse_policy(text: str, source: str) -> Policy:
     """The `thresholds` and `gate` sections of a params.yaml; the other sections are not read (the
-    base may be older than this code), these two are validated as strictly as everywhere."""
-    data, ctx = _read(text, source)
+    base may be older than this code: keys since added or dropped there do not matter), these two
+    are validated as strictly as everywhere."""
+    data, ctx = _read(text, source, POLICY_SECTIONS)
     if not isinstance(data, dict):
         raise ctx.error((), f"expected a mapping, got {_describe(data)}")
-    hints = get_type_hints(Settings)
+    hints = get_type_hints(Settings, include_extras=True)
     sections = {}
-    for name in ("thresholds", "gate"):
+    for name in POLICY_SECTIONS:
         sections[name] = _coerce(hints[name], data.get(name, {}), (name,), ctx)
     return Policy(**sections)
 
 
-def _read(text: str, source: str) -> tuple[Any, _Context]:
+def locate(keys: tuple[str, ...], path: Path | str = PARAMS_FILE) -> str:
+    """`params.yaml:LINE: dotted.key`, for a problem found after loading (one that needs more than
+    params.yaml to see, e.g. a tag no golden example has)."""
+    try:
+        _, ctx = _read(read_text(path, SettingsError), str(path))
+    except SettingsError:
+        return f"{path}: {'.'.join(keys)}"
+    return str(ctx.error(keys, "")).removesuffix(": ")
+
+
+def _read(text: str, source: str, sections: tuple[str, ...] | None = None) -> tuple[Any, _Context]:
+    """The YAML's data and where each key is; a duplicate key is an error (YAML lets the last one
+    win silently). `sections`: only these top-level sections are checked (the rest is not read)."""
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
-        raise SettingsError(f"{source}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
-    return (data if data is not None else {}), _Context(source, _key_lines(node))
+        raise SettingsError(f"{source}{where}: invalid YAML ({clip(str(getattr(exc, 'problem', exc)))})") from None
+    lines: dict[tuple[str, ...], int] = {}
+    for keys, line, first in _walk(node, (), lines):
+        if sections is None or keys[0] in sections:
+            raise SettingsError(f"{source}:{line}: {'.'.join(keys)}: duplicate key (first on line {first})")
+    return (data if data is not None else {}), _Context(source, lines)
 
 
 @dataclass(frozen=True)
@@ -204,24 +301,34 @@ class _Context:
             if line is not None:
                 break
         where = f"{self.source}:{line}" if line else self.source
-        dotted = ".".join(keys) or "(top level)"
+        dotted = ".".join(quote(k) if len(k) > 60 else k for k in keys).replace(".[", "[") or "(top level)"
         return SettingsError(f"{where}: {dotted}: {message}")
 
 
-def _key_lines(node: yaml.Node | None, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
-    lines: dict[tuple[str, ...], int] = {}
+def _walk(
+    node: yaml.Node | None, prefix: tuple[str, ...], lines: dict[tuple[str, ...], int]
+) -> Iterator[tuple[tuple[str, ...], int, int]]:
+    """Fill `lines` (dotted key or list index -> line) and yield each duplicate key: (keys, line,
+    line of the first)."""
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             keys = (*prefix, str(key_node.value))
-            lines[keys] = key_node.start_mark.line + 1
-            lines.update(_key_lines(value_node, keys))
-    return lines
+            line = key_node.start_mark.line + 1
+            if keys in lines and key_node.value != "<<":
+                yield keys, line, lines[keys]
+            lines.setdefault(keys, line)
+            yield from _walk(value_node, keys, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            keys = (*prefix, f"[{index}]")
+            lines.setdefault(keys, item.start_mark.line + 1)
+            yield from _walk(item, keys, lines)
 
 
 def _build(cls: type, data: Any, keys: tuple[str, ...], ctx: _Context) -> Any:
     if not isinstance(data, dict):
         raise ctx.error(keys, f"expected a mapping, got {_describe(data)}")
-    hints = get_type_hints(cls)
+    hints = get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for name in data:
         if name not in fields:
@@ -233,38 +340,59 @@ def _build(cls: type, data: Any, keys: tuple[str, ...], ctx: _Context) -> Any:
                 raise ctx.error((*keys, name), "required key is missing")
             continue
         values[name] = _coerce(hints[name], data[name], (*keys, name), ctx)
-    return cls(**values)
+    built = cls(**values)
+    # Checks across keys (a section's own `problems`): the first one found is the error.
+    for where, message in getattr(built, "problems", lambda: ())():
+        raise ctx.error((*keys, *where), message)
+    return built
 
 
 def _coerce(hint: Any, value: Any, keys: tuple[str, ...], ctx: _Context) -> Any:
+    if get_origin(hint) is Annotated:
+        base, *checks = get_args(hint)
+        value = _coerce(base, value, keys, ctx)
+        for check in checks:
+            problem = check(value)
+            if problem:
+                raise ctx.error(keys, problem)
+        return value
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, keys, ctx)
     origin = get_origin(hint)
     if origin is dict:
-        _, value_type = get_args(hint)
+        key_type, value_type = get_args(hint)
         if not isinstance(value, dict):
             raise ctx.error(keys, f"expected a mapping, got {_describe(value)}")
-        return {str(k): _coerce(value_type, v, (*keys, str(k)), ctx) for k, v in value.items()}
+        return {
+            _coerce(key_type, k, (*keys, str(k)), ctx): _coerce(value_type, v, (*keys, str(k)), ctx)
+            for k, v in value.items()
+        }
     if origin is tuple:
         (item_type, _) = get_args(hint)
         if not isinstance(value, list):
             raise ctx.error(keys, f"expected a list, got {_describe(value)}")
-        return tuple(_coerce(item_type, v, (*keys, str(i)), ctx) for i, v in enumerate(value))
+        return tuple(_coerce(item_type, v, (*keys, f"[{i}]"), ctx) for i, v in enumerate(value))
     if origin in (typing.Union, types.UnionType):
         raise TypeError(f"unsupported settings type {hint}")  # keep settings simple and explicit
     # bool is an int in Python; `concurrency: true` must still be an error.
     ok = isinstance(value, hint) and not (hint is not bool and isinstance(value, bool))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and ok and not math.isfinite(value):
+        raise ctx.error(keys, f"expected a finite number, got {value}")  # NaN passes every range check
     if not ok:
         raise ctx.error(keys, f"expected {hint.__name__}, got {_describe(value)}")
     return value
 
 
+def _is_rate(name: str) -> bool:
+    return name.endswith(("_rate", "_rate_ci_low", "_rate_ci_high"))
+
+
 def _describe(value: Any) -> str:
     if value is None:
         return "nothing (null)"
-    return f"{type(value).__name__} {value!r}"
+    return f"{type(value).__name__} {quote(value)}"
 
 
 def main(argv: list[str] | None = None, prog: str = "params") -> int:

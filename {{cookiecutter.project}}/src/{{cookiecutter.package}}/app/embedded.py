@@ -140,8 +140,6 @@ def embedded_server(
     runs, the block's error is replaced by one line that says so: the calls that failed after it
     died are errors, never cached answers, and the next run asks again.
     """
-    if slots < 1 or threads < 1:
-        raise UserError(f"model.embedded_slots and embedded_threads: must be at least 1, got {slots} and {threads}")
     check_runtime()
     model = model or model_path()
     if not model.is_file():

@@ -110,7 +110,7 @@ def known_name(name: str, scorers: Iterable[str]) -> bool:
         return True
     if name.startswith("tag_") and name.endswith("_pass_rate") and len(name) > len("tag__pass_rate"):
         return True
-    return any(name == f"{s}_rate" for s in scorers)
+    return any(name in {m.name for m in scorer_metrics(s, "")} for s in scorers)
 
 
 def as_json(metric: Metric) -> dict[str, Any]:
