@@ -59,7 +59,7 @@ DEFAULT_FILES = {
         "testing/__init__.py", "testing/fake_model.py", "testing/prompt_checks.py", "testing/toy.py",
     )),
     "tests/conftest.py", "tests/live_server.py", "tests/pipeline_outputs.py", "tests/test_architecture.py",
-    "tests/test_canary.py",
+    "tests/test_bad_input.py", "tests/test_canary.py",
     "tests/test_cli.py", "tests/test_client.py", "tests/test_container.py", "tests/test_embedded.py",
     "tests/test_evaluate.py", "tests/test_gate.py", "tests/test_golden.py", "tests/test_observability.py",
     "tests/test_prompts.py", "tests/test_registry.py", "tests/test_runner.py", "tests/test_scorers.py",

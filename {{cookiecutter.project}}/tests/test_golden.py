@@ -65,6 +65,7 @@ def test_flow_examples_are_checked_against_the_flow_request_schema(toy_project):
 
 
 def test_preprocess_stops_on_a_bad_golden_set(project):
+    (project / "data" / "raw").mkdir(parents=True)
     (project / "eval" / "golden.jsonl").write_text('{"id": "x", "prompt": "some_prompt"}\n')
     with pytest.raises(GoldenSetError, match=r"golden.jsonl:1: \(line\): 'input' is a required property"):
         preprocess_main(

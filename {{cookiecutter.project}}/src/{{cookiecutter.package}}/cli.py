@@ -68,6 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"{PROG} {name}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path given that cannot be read or written (a directory, no permission, disk full)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"{PROG} {name}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"{PROG} {name}: interrupted", file=sys.stderr)
         return 130

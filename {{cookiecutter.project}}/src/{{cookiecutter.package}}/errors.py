@@ -6,6 +6,7 @@ from __future__ import annotations
 import codecs
 import reprlib
 from pathlib import Path
+from typing import Any
 
 QUOTE_CHARS = 60  # an error names the offending value; it never echoes a 2 MB one back
 
@@ -32,6 +33,15 @@ def clip(message: str, limit: int = 300) -> str:
     """A message from a library (it may quote the input at any length) cut to one short line."""
     message = " ".join(message.split())
     return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+def schema_message(error: Any) -> str:
+    """A jsonschema error's message with the value it quotes cut short (it quotes it whole)."""
+    message = str(error.message)
+    instance = repr(error.instance)
+    if len(instance) > QUOTE_CHARS:
+        message = message.replace(instance, quote(error.instance))
+    return clip(message)
 
 
 def decode(data: bytes, source: str, error: type[UserError] = UserError) -> str:

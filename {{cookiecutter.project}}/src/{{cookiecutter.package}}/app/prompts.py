@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import UserError
+from ..errors import UserError, clip, quote, read_text, schema_message
 
 PROMPTS_DIR = Path("prompts")
 SCHEMA_FILE = "schema.json"
@@ -116,7 +116,11 @@ def content_hash(prompt: Prompt) -> str:
 
 
 def load_schema(prompts_dir: Path = PROMPTS_DIR) -> dict[str, Any]:
-    return json.loads((prompts_dir / SCHEMA_FILE).read_text())
+    path = prompts_dir / SCHEMA_FILE
+    try:
+        return json.loads(read_text(path, PromptError))
+    except ValueError as exc:
+        raise PromptError(f"{path}: not valid JSON ({clip(str(exc))})") from None
 
 
 def problems_in(data: Any, source: str, schema: Mapping[str, Any]) -> list[str]:
@@ -125,11 +129,13 @@ def problems_in(data: Any, source: str, schema: Mapping[str, Any]) -> list[str]:
 
     validator = jsonschema.Draft202012Validator(schema)
     found = [
-        f"{source}: {'.'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}"
+        f"{source}: {'.'.join(map(str, e.absolute_path)) or '(top level)'}: {schema_message(e)}"
         for e in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
     ]
     if found:
         return found
+    if data.get("output_schema") is not None:
+        found += output_schema_problems(data["output_schema"], data.get("examples", []), source)
     declared = set(data["variables"])
     used: set[str] = set()
     for i, message in enumerate(data["messages"]):
@@ -148,22 +154,60 @@ def problems_in(data: Any, source: str, schema: Mapping[str, Any]) -> list[str]:
     for name in sorted(declared - used):
         found.append(f"{source}: variables: {name!r} is declared but no message uses it")
     if Path(source).stem != data["id"]:
-        found.append(f"{source}: id: {data['id']!r} must match the file name {Path(source).stem!r}")
+        found.append(f"{source}: id: {quote(data['id'])} must match the file name {quote(Path(source).stem)}")
+    return found
+
+
+def output_schema_problems(schema: Mapping[str, Any], examples: list[Any], source: str) -> list[str]:
+    """The output schema must be a valid JSON Schema (a typo such as `type: objekt` would otherwise
+    surface only after the model calls), and every few-shot answer must match it: a few-shot that
+    answers outside the schema teaches the model an answer it is then refused."""
+    import jsonschema
+    from referencing.exceptions import Unresolvable
+
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        path = "".join(f".{p}" for p in exc.absolute_path)
+        return [f"{source}: output_schema{path}: not a valid JSON Schema ({schema_message(exc)})"]
+    validator = jsonschema.Draft202012Validator(schema)
+    found = []
+    for i, example in enumerate(examples):
+        where = f"{source}: examples[{i}].assistant"
+        answer = example["assistant"]
+        if isinstance(answer, str):
+            try:
+                answer = json.loads(answer)
+            except ValueError:
+                found.append(f"{where}: not JSON, but the prompt has an output_schema")
+                continue
+        try:
+            errors = sorted(validator.iter_errors(answer), key=lambda e: list(map(str, e.absolute_path)))
+        except Unresolvable as exc:
+            return [f"{source}: output_schema: a $ref that cannot be resolved ({clip(str(exc))})"]
+        for error in errors:
+            field = "".join(f".{p}" for p in error.absolute_path)
+            found.append(f"{where}{field}: {schema_message(error)} (the output_schema)")
     return found
 
 
 def _read(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(read_text(path, PromptError))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise PromptError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise PromptError(f"{where}: invalid YAML ({clip(str(getattr(exc, 'problem', exc)))})") from None
 
 
 def check_all(prompts_dir: Path = PROMPTS_DIR) -> list[str]:
     """Every problem in every template under `prompts_dir` (empty list = all good)."""
-    schema = load_schema(prompts_dir)
+    if not prompts_dir.is_dir():
+        return [f"{prompts_dir}: no such directory of prompt templates"]
+    try:
+        schema = load_schema(prompts_dir)
+    except PromptError as exc:
+        return [str(exc)]
     found: list[str] = []
     files = sorted(prompts_dir.glob("*.yaml"))
     if not files:

@@ -103,10 +103,11 @@ def _merge(root: Path, segments: list[Path], entries: dict[str, dict[str, Any]])
 def _read(segments: list[Path]):
     for segment in segments:
         try:
-            text = segment.read_text()
+            # A line torn by a crash may end in half a character: that line is a miss, not the file.
+            text = segment.read_bytes().decode("utf-8", errors="replace")
         except OSError:
             continue  # merged away by another process meanwhile: its entries are in the new segment
-        for line in text.splitlines():
+        for line in text.split("\n"):  # not splitlines(): an answer may hold U+2028, valid in JSON
             try:
                 entry = json.loads(line)
                 key, value = entry["key"], entry["value"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..errors import QUOTE_CHARS, UserError, clip, quote, read_text, schema_message
 
 _TEXTS = {"type": "array", "items": {"type": "string", "minLength": 1}}
 EXAMPLE_SCHEMA: dict[str, Any] = {
@@ -27,7 +27,7 @@ EXAMPLE_SCHEMA: dict[str, Any] = {
     "if": {"required": ["prompt"]},
     "then": {"properties": {"input": {"additionalProperties": {"type": "string"}}}},
     "properties": {
-        "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]*$"},
+        "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]*$", "maxLength": 128},
         "prompt": {"type": "string", "minLength": 1},
         "flow": {"type": "string", "minLength": 1},
         "input": {"type": "object"},
@@ -99,19 +99,19 @@ def parse_lines(lines: Iterable[str], source: str) -> list[Example]:
             if error.validator == "oneOf" and not path:
                 problems.append(f"{where}: needs exactly one of `prompt` (a prompt id) or `flow` (a flow of the app)")
             elif error.validator == "additionalProperties" and not path:
-                problems.append(f"{where}: {error.message}")
+                problems.append(f"{where}: {schema_message(error)}")
             else:
-                problems.append(f"{where}: {path or '(line)'}: {error.message}")
+                problems.append(f"{where}: {path or '(line)'}: {schema_message(error)}")
         if errors:
             continue
         if "todo" in data:
-            problems.append(f"{where}: todo: a stub to fill in ({data['todo']}), then delete `todo`")
+            problems.append(f"{where}: todo: a stub to fill in ({clip(data['todo'], QUOTE_CHARS)}), then delete `todo`")
             continue
         if "regex" in data:
             try:
                 re.compile(data["regex"])
             except re.error as exc:
-                problems.append(f"{where}: regex: invalid pattern ({exc})")
+                problems.append(f"{where}: regex: invalid pattern ({quote(str(exc))})")
                 continue
         if data["id"] in first_line:
             problems.append(f"{where}: id: duplicate id {data['id']!r} (first on line {first_line[data['id']]})")
@@ -136,11 +136,9 @@ def parse_lines(lines: Iterable[str], source: str) -> list[Example]:
 
 
 def load(path: Path) -> list[Example]:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise GoldenSetError(f"{path}: cannot read ({exc.strerror})") from None
-    return parse_lines(text.splitlines(), str(path))
+    # Lines end at "\n" only: str.splitlines() also splits at U+2028 and other separators that are
+    # valid inside a JSON string, and would then misnumber every later line.
+    return parse_lines(read_text(path, GoldenSetError).split("\n"), str(path))
 
 
 def check_targets(
@@ -156,7 +154,7 @@ def check_targets(
         prompt = prompts.get(str(example.prompt))
         if prompt is None:
             problems.append(
-                f"{source}: {example.id}: prompt: no template {example.prompt!r} (have: {', '.join(sorted(prompts))})"
+                f"{source}: {example.id}: prompt: no template {quote(example.prompt)} (have: {', '.join(sorted(prompts))})"
             )
             continue
         missing = sorted(set(prompt.variables) - set(example.input))
@@ -177,11 +175,11 @@ def _flow_problems(example: Example, name: str, flows: Mapping[str, Any], source
     flow = flows.get(name)
     if flow is None:
         have = ", ".join(sorted(flows)) or "none: set app.entry in params.yaml"
-        return [f"{source}: {example.id}: flow: the app has no flow {name!r} (have: {have})"]
+        return [f"{source}: {example.id}: flow: the app has no flow {quote(name)} (have: {have})"]
     import jsonschema
 
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(flow.request).iter_errors(example.input))
     if error is None:
         return []
     path = ".".join(map(str, ("input", *error.absolute_path)))
-    return [f"{source}: {example.id}: {path}: {error.message} (the {name!r} flow's request schema)"]
+    return [f"{source}: {example.id}: {path}: {schema_message(error)} (the {name!r} flow's request schema)"]

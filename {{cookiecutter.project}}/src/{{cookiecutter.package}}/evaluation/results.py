@@ -60,7 +60,7 @@ def parse(text: str, source: str) -> list[Result]:
     """results.jsonl -> Results; each line needs a string `id`, an integer `repeat` and `passed`
     (true, false or null). A bad line is a ResultsError naming `source` and the line number."""
     results = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 may be in an output
         if not line.strip():
             continue
         try:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..errors import UserError, decode
 from ..evaluation import catalogue as catalogue_mod
 from ..evaluation.metrics import is_number
 from ..evaluation.results import Result, ResultsError
@@ -40,8 +40,8 @@ def check_base(base: str) -> None:
 
 def at_base(base: str, path: str) -> str | None:
     """The file's text at `base` (through git: metrics and results are committed), None if absent."""
-    proc = git("show", f"{base}:./{path}")
-    return proc.stdout if proc.returncode == 0 else None
+    proc = subprocess.run(["git", "show", f"{base}:./{path}"], capture_output=True, check=False)
+    return decode(proc.stdout, f"{path} at {base}", GateInputError) if proc.returncode == 0 else None
 
 
 def load_json(text: str, source: str) -> dict[str, Any]:
@@ -56,9 +56,10 @@ def load_json(text: str, source: str) -> dict[str, Any]:
 
 def read_head(path: Path) -> str:
     try:
-        return path.read_text()
+        data = path.read_bytes()
     except OSError:
         raise GateInputError(f"{path} is missing on the head side: run `dvc repro` first") from None
+    return decode(data, str(path), GateInputError)
 
 
 def dvc_json(*args: str) -> Any:
@@ -116,14 +117,14 @@ def read_golden(path: Path) -> dict[str, dict[str, Any]]:
     """id -> example, for the report: an unreadable golden set costs the report its inputs (and a
     changed one makes the metrics stale, which `check_fresh` refuses)."""
     try:
-        return _golden(path.read_text())
+        return _golden(path.read_bytes().decode("utf-8", errors="replace"))
     except OSError:
         return {}
 
 
 def _golden(text: str) -> dict[str, dict[str, Any]]:
     examples = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):
         try:
             example = json.loads(line)
         except ValueError:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..errors import UserError, read_text
 from ..evaluation.results import Result, ResultsError, parse
 
 LATENCY_FILE = "latency.json"
@@ -43,9 +43,7 @@ def tag_rows(results: Iterable[Result]) -> list[dict[str, Any]]:
 
 def write(results_path: Path, out_dir: Path) -> tuple[Path, Path]:
     try:
-        results = parse(results_path.read_text(), str(results_path))
-    except OSError as exc:
-        raise UserError(f"{results_path}: cannot read ({exc.strerror}); run the evaluate stage first") from None
+        results = parse(read_text(results_path, hint="run the evaluate stage first"), str(results_path))
     except ResultsError as exc:
         raise UserError(str(exc)) from None
     out_dir.mkdir(parents=True, exist_ok=True)

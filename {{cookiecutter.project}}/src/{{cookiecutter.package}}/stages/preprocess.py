@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
 from ..evaluation.golden import Example, GoldenSetError, load
 
 
@@ -69,7 +70,9 @@ def main(argv: list[str] | None = None, prog: str = "preprocess") -> int:
     parser.add_argument("--out", type=Path, required=True, help="data/processed/eval_set.jsonl")
     parser.add_argument("--manifest", type=Path, required=True, help="data/processed/manifest.json")
     args = parser.parse_args(argv)
-    sources = [args.golden, *sorted(args.raw.glob("*.jsonl"))] if args.raw.is_dir() else [args.golden]
+    if not args.raw.is_dir():
+        raise UserError(f"--raw {args.raw}: no such directory")
+    sources = [args.golden, *sorted(args.raw.glob("*.jsonl"))]
     examples, notes = preprocess(sources)
     for note in notes:
         print(note)
