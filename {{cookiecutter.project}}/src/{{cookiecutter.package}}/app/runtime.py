@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -27,12 +28,28 @@ def sampling(model: ModelSettings) -> dict[str, Any]:
 def parse_output(prompt: Prompt, text: str) -> Any:
     """The answer's JSON for a prompt with an output schema; None for free text or unparsable JSON
     (the eval scores that as json_valid=False; callers see None)."""
-    if prompt.output_schema is None:
-        return None
+    return None if prompt.output_schema is None else parse_json(text)
+
+
+def parse_json(text: str) -> Any:
+    """`text` as JSON, strictly; None when it is not. Python's json.loads also takes NaN and
+    Infinity (not JSON), turns 1e999 into infinity and raises RecursionError on deep nesting: an
+    answer like that would pass the eval and then fail every caller that sends it on as JSON."""
     try:
-        return json.loads(text)
-    except ValueError:
+        return json.loads(text, parse_constant=_not_json, parse_float=_finite)
+    except (ValueError, RecursionError):
         return None
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(number: str) -> float:
+    value = float(number)
+    if not math.isfinite(value):
+        raise ValueError(f"{number[:20]} does not fit a float")
+    return value
 
 
 class Caller:
