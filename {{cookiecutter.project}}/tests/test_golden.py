@@ -47,6 +47,53 @@ def test_every_bad_line_is_reported_with_its_number_and_field():
     assert "golden.jsonl:11: includes.aspects: 'battery' is not of type 'array'" in message
 
 
+def test_an_expectation_that_would_check_nothing_is_rejected():
+    base = {"prompt": "p", "input": {}}
+    empty = [
+        {"contains": []},
+        {"not_contains": []},
+        {"includes": {}},
+        {"includes": {"aspects": []}},
+        {"expected": {}},
+        {"contains": ["30", "  "]},
+        {"includes": {"aspects": ["\t"]}},
+        {"grounded": False},
+        {"exact": True, "regex": "x"},
+        {"json_schema": {"type": "objekt"}},  # not a schema: it would fail after the model calls
+    ]
+    lines = [json.dumps({"id": f"e{n}", **base, **fields}) for n, fields in enumerate(empty, start=1)]
+    with pytest.raises(GoldenSetError) as err:
+        parse_lines(lines, "golden.jsonl")
+    assert str(err.value).splitlines()[1:] == [
+        "golden.jsonl:1: contains: empty, so it checks nothing (say what to check, or remove it)",
+        "golden.jsonl:2: not_contains: empty, so it checks nothing (say what to check, or remove it)",
+        "golden.jsonl:3: includes: empty, so it checks nothing (say what to check, or remove it)",
+        "golden.jsonl:4: includes.aspects: empty, so it checks nothing (say what to check, or remove it)",
+        "golden.jsonl:5: expected: empty, so it checks nothing (say what to check, or remove it)",
+        "golden.jsonl:6: contains.1: blank text, so it checks nothing (say what to check, or remove it)",
+        "golden.jsonl:7: includes.aspects.0: blank text, so it checks nothing (say what to check, or remove it)",
+        "golden.jsonl:8: grounded: false checks nothing (remove it)",
+        "golden.jsonl:9: exact: applies to expected, includes, contains and not_contains; this example has none",
+        "golden.jsonl:10: json_schema: not a valid JSON Schema ('objekt' is not valid under any of the given schemas)",
+    ]
+    assert parse_lines([json.dumps({"id": "ok", **base, "contains": ["30"], "exact": True})], "g.jsonl")
+
+
+def test_an_example_that_checks_nothing_is_rejected(toy_project):
+    lines = [
+        json.dumps({"id": "free-text", "prompt": "echo", "input": {"text": "x"}}),
+        json.dumps({"id": "flow", "flow": "reply", "input": {"text": "good"}}),
+        json.dumps({"id": "schema", "prompt": "label", "input": {"text": "x"}}),  # its output schema is checked
+        json.dumps({"id": "timed", "prompt": "echo", "input": {"text": "x"}, "max_latency_ms": 900}),
+    ]
+    with pytest.raises(GoldenSetError) as err:
+        check_targets(parse_lines(lines, "g.jsonl"), load_all(), toy.APP.flows, "g.jsonl")
+    assert str(err.value).splitlines() == [
+        "g.jsonl: free-text: checks nothing: say what a good answer is (`expected`, `contains`, ...)",
+        "g.jsonl: flow: checks nothing: say what a good answer is (`expected`, `contains`, ...)",
+    ]
+
+
 def test_flow_examples_are_checked_against_the_flow_request_schema(toy_project):
     lines = [
         json.dumps({"id": "ok", "flow": "reply", "input": {"text": "good"}, "expected": {"label": "good"}}),

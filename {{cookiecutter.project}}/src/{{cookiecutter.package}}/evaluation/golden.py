@@ -41,6 +41,7 @@ EXAMPLE_SCHEMA: dict[str, Any] = {
         "min_bleu": {"type": "number", "minimum": 0, "maximum": 100},
         "min_rouge_l": {"type": "number", "minimum": 0, "maximum": 1},
         "grounded": {"type": "boolean"},
+        "exact": {"type": "boolean"},  # compare `expected`, `includes`, `contains` and `not_contains` as written
         "max_latency_ms": {"type": "number", "exclusiveMinimum": 0},
         "tags": {"type": "array", "items": {"type": "string"}},
         "todo": {"type": "string"},
@@ -49,6 +50,7 @@ EXAMPLE_SCHEMA: dict[str, Any] = {
     "dependentRequired": {"min_bleu": ["reference"], "min_rouge_l": ["reference"]},
 }
 NOT_EXPECTATIONS = ("id", "prompt", "flow", "input", "tags")
+EXACT_APPLIES_TO = ("expected", "includes", "contains", "not_contains")
 
 
 class GoldenSetError(UserError):
@@ -113,6 +115,10 @@ def parse_lines(lines: Iterable[str], source: str) -> list[Example]:
             except re.error as exc:
                 problems.append(f"{where}: regex: invalid pattern ({quote(str(exc))})")
                 continue
+        meaningless = _expectation_problems(data)
+        if meaningless:
+            problems += [f"{where}: {problem}" for problem in meaningless]
+            continue
         if data["id"] in first_line:
             problems.append(f"{where}: id: duplicate id {data['id']!r} (first on line {first_line[data['id']]})")
             continue
@@ -135,6 +141,35 @@ def parse_lines(lines: Iterable[str], source: str) -> list[Example]:
     return examples
 
 
+def _expectation_problems(data: Mapping[str, Any]) -> list[str]:
+    """What is wrong with a line's expectations beyond their types: an empty one (`"contains": []`)
+    would pass, or fail, whatever the answer; a modifier with nothing to modify; a `json_schema`
+    that is not a schema (it would fail mid-run, after the model calls)."""
+    lists = {key: data[key] for key in ("contains", "not_contains") if key in data}
+    lists |= {f"includes.{key}": texts for key, texts in data.get("includes", {}).items()}
+    empty = [key for key in ("expected", "includes") if data.get(key) == {}]
+    blank = []
+    for path, texts in lists.items():
+        empty += [] if texts else [path]
+        blank += [f"{path}.{i}" for i, text in enumerate(texts) if not text.strip()]
+    say = "so it checks nothing (say what to check, or remove it)"
+    problems = [f"{path}: empty, {say}" for path in empty] + [f"{path}: blank text, {say}" for path in blank]
+    if data.get("grounded") is False:
+        problems.append("grounded: false checks nothing (remove it)")
+    if "exact" in data and not any(key in data for key in EXACT_APPLIES_TO):
+        problems.append(
+            f"exact: applies to {', '.join(EXACT_APPLIES_TO[:-1])} and {EXACT_APPLIES_TO[-1]}; this example has none"
+        )
+    if "json_schema" in data:
+        import jsonschema
+
+        try:
+            jsonschema.Draft202012Validator.check_schema(data["json_schema"])
+        except jsonschema.SchemaError as exc:
+            problems.append(f"json_schema: not a valid JSON Schema ({schema_message(exc)})")
+    return problems
+
+
 def load(path: Path) -> list[Example]:
     # Lines end at "\n" only: str.splitlines() also splits at U+2028 and other separators that are
     # valid inside a JSON string, and would then misnumber every later line.
@@ -146,10 +181,17 @@ def check_targets(
 ) -> None:
     """Each example names an existing prompt and gives exactly its variables (as text), or names a
     flow of the app and gives a request its schema accepts."""
+    from .scorers import applicable
+
     problems = []
     for example in examples:
+        # An example with nothing to score would count as a pass whatever the answer.
+        checks_nothing = (
+            f"{source}: {example.id}: checks nothing: say what a good answer is (`expected`, `contains`, ...)"
+        )
         if example.flow is not None:
             problems += _flow_problems(example, example.flow, flows, source)
+            problems += [] if applicable(example.expectations, None) else [checks_nothing]
             continue
         prompt = prompts.get(str(example.prompt))
         if prompt is None:
@@ -167,6 +209,8 @@ def check_targets(
             problems.append(
                 f"{source}: {example.id}: input: variable(s) {', '.join(extra)} not declared by {example.prompt}"
             )
+        if not applicable(example.expectations, prompt.output_schema):
+            problems.append(checks_nothing)
     if problems:
         raise GoldenSetError("\n".join(problems))
 
