@@ -59,26 +59,22 @@ def results(root):
 
 
 def test_the_api_key_reaches_the_server_and_nothing_else(tmp_path):
-    rows = [
-        ("ok", "echo", "fine", "fine"),
-        ("wrong", "echo", "fine too", "other"),
-        ("leaky", "echo", "!echoauth", "x"),
-        ("down", "echo", "!500 down", "x"),
-    ]
+    rows = [("ok", "echo", "fine", "fine"), ("wrong", "echo", "fine too", "other"), ("down", "echo", "!500 down", "x")]
     with FakeModel() as server:
         setup(tmp_path, server.base_url, rows)
         first = evaluate(tmp_path)
         assert first.returncode == 0, first.stderr
-        errors = {r["id"]: r["error"] for r in results(tmp_path) if r["error"]}
-        assert "[REDACTED]" in errors["leaky"] and set(errors) == {"leaky", "down"}
-        # An aborting run puts the last error (the echoed header) on stderr: scrubbed as well.
-        setup(tmp_path, server.base_url, [("leaky", "echo", "!echoauth", "x")], max_error_rate=0.0)
-        aborted = evaluate(tmp_path)
-        assert aborted.returncode == 2 and "error rate above eval.max_error_rate" in aborted.stderr
-        assert "Traceback" not in aborted.stderr
-        assert server.calls() == 1 + 1 + 1 + 2 + 1
+        assert {r["id"] for r in results(tmp_path) if r["error"]} == {"down"}
+        # A gateway that echoes the Authorization header in its 401: the run stops on it, and the
+        # error it names on stderr and in results.jsonl is scrubbed.
+        setup(tmp_path, server.base_url, [("leaky", "echo", "!echoauth", "x")])
+        refused = evaluate(tmp_path)
+        assert refused.returncode == 2 and "the model endpoint refused the credentials" in refused.stderr
+        assert "[REDACTED]" in refused.stderr and "[REDACTED]" in results(tmp_path)[0]["error"]
+        assert "Traceback" not in refused.stderr
+        assert server.calls() == 1 + 1 + 2 + 1
         assert all(seen.authorization == f"Bearer {SENTINEL}" for seen in server.seen)  # it was really sent
-    for output in (first.stdout, first.stderr, aborted.stdout, aborted.stderr):
+    for output in (first.stdout, first.stderr, refused.stdout, refused.stderr):
         assert SENTINEL not in output
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert any(".cache" in p.parts for p in written) and (tmp_path / "eval" / "report.md").exists()
@@ -161,8 +157,10 @@ def test_sigint_keeps_finished_results_and_the_rerun_makes_only_the_remaining_ca
                 time.sleep(0.02)
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=30) == 130
-        assert "interrupted after" in (tmp_path / "out.txt").read_text()
         kept = results(tmp_path)
+        account = f"{len(kept)} of 16 calls finished: {len(kept)} passed, 0 failed, 0 errors"
+        text = (tmp_path / "out.txt").read_text()
+        assert f"interrupted, {account}" in text and text.count(account) == 2, text  # one account
         cached = len(ResponseCache(tmp_path / ".cache" / "eval"))
         assert 4 <= len(kept) <= cached < len(rows)
         assert all(r["passed"] for r in kept)
@@ -173,3 +171,49 @@ def test_sigint_keeps_finished_results_and_the_rerun_makes_only_the_remaining_ca
         assert resumed.returncode == 0, resumed.stderr
         assert server.calls() == len(rows) - cached
         assert len(results(tmp_path)) == len(rows) and all(r["passed"] for r in results(tmp_path))
+
+
+def test_an_aborted_run_gives_one_account_and_no_metrics(tmp_path):
+    rows = [(f"e{n:02}", "echo", f"!500 down {n}", "x") for n in range(38)]
+    with FakeModel(latency_s=0.05) as server:
+        setup(tmp_path, server.base_url, rows, concurrency=8, max_error_rate=0.2)
+        (tmp_path / "eval" / "metrics.json").write_text('{"pass_rate": 1.0}\n')  # a previous run's
+        (tmp_path / "params.yaml").write_text(
+            (tmp_path / "params.yaml").read_text().replace("max_attempts: 2", "max_attempts: 1")
+        )
+        run = evaluate(tmp_path)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    written = results(tmp_path)
+    errors = sum(r["error"] is not None for r in written)
+    assert errors > 7  # 38 * 0.2: the 8th error stops the run; calls in flight then finish too
+    account = f"{len(written)} of 38 calls finished: 0 passed, 0 failed, {errors} errors"
+    (summary,) = run.stdout.splitlines()
+    (error,) = run.stderr.splitlines()
+    assert summary.startswith(account) and "no metrics written" in summary
+    assert "error rate above eval.max_error_rate=0.2 (at most 7 of 38 calls may fail)" in error and account in error
+    assert account in (tmp_path / "eval" / "report.md").read_text()
+    assert not (tmp_path / "eval" / "metrics.json").exists()  # the same rule as Ctrl-C
+
+
+def test_a_refused_key_ends_the_run_at_once_and_is_never_cached(tmp_path):
+    rows = [(f"r{n:02}", "echo", f"text {n}", f"text {n}") for n in range(10)]
+    with FakeModel(api_key="sk-the-right-one") as server:
+        setup(tmp_path, server.base_url, rows, concurrency=1)
+        refused = evaluate(tmp_path)
+        assert refused.returncode == 2 and server.calls() == 1  # not retried, and no further call
+        (error,) = refused.stderr.splitlines()
+        assert "the model endpoint refused the credentials (http: HTTP 401" in error
+        assert "model.api_key_env" in error and "1 of 10 calls finished: 0 passed, 0 failed, 1 errors" in error
+        assert not (tmp_path / "eval" / "metrics.json").exists()
+
+        setup(tmp_path, server.base_url, rows, concurrency=4)
+        server.reset()
+        again = evaluate(tmp_path)
+        assert again.returncode == 2 and 1 <= server.calls() <= 4  # at most the calls already in flight
+
+        server.reset()
+        env = {**os.environ, KEY_ENV: "sk-the-right-one"}
+        cmd = [sys.executable, "-m", PACKAGE, "evaluate", "--eval-set", "eval/golden.jsonl"]
+        fixed = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert fixed.returncode == 0, fixed.stderr
+        assert server.calls() == len(rows)  # nothing of the refused runs was cached

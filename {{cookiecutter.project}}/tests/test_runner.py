@@ -120,6 +120,9 @@ def test_the_run_aborts_when_the_error_rate_passes_the_limit(tmp_path):
         assert outcome.aborted and "eval.max_error_rate=0.2" in outcome.aborted
         # 20 * 0.2 = 4 errors are allowed; the 5th aborts. The one other call in flight still finishes.
         assert 5 <= outcome.calls_made <= 5 + 1
+        # ...and is counted in the message too: it is worded from the results once the run is over.
+        errors = sum(r.error is not None for r in outcome.results)
+        assert f"{len(outcome.results)} of 20 calls finished: 0 passed, 0 failed, {errors} errors" in outcome.aborted
         assert server.calls() == outcome.calls_made
     assert cached(tmp_path) == 0
 

@@ -38,6 +38,14 @@ class ModelError(Exception):
         self.attempts = attempts
 
 
+class AuthenticationError(ModelError):
+    """The endpoint refused the credentials (HTTP 401 or 403): no later call can succeed either, so
+    an evaluation stops at once instead of spending its error budget on the same answer."""
+
+
+AUTH_STATUS = frozenset({401, 403})
+
+
 @dataclass(frozen=True)
 class Completion:
     text: str
@@ -190,7 +198,8 @@ class ChatClient:
                 if response.status_code == 200:
                     return _completion(response, latency_ms, attempt)
                 body_text = self._scrub(response.text)
-                failure = ModelError("http", f"HTTP {response.status_code}: {body_text}", attempt)
+                error = AuthenticationError if response.status_code in AUTH_STATUS else ModelError
+                failure = error("http", f"HTTP {response.status_code}: {body_text}", attempt)
                 if response.status_code not in RETRY_STATUS:
                     raise failure
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))

@@ -8,8 +8,9 @@ render/call/parse path (`app.runtime.Caller`). Every model call goes through the
 what it changed. The outcome of a task is a `Result`: the scores when the model answered, or the
 error when it could not (transport, HTTP, unparsable body) - errors are not failures and are
 counted apart. The run stops starting new tasks as soon as the error rate is certain to exceed
-`max_error_rate`, and on Ctrl-C it returns what finished (the cache already holds every success,
-and never an error, so the next run makes only the calls that are still missing).
+`max_error_rate`, or at once when the endpoint refuses the credentials (HTTP 401/403: no later call
+could succeed), and on Ctrl-C it returns what finished (the cache already holds every success, and
+never an error, so the next run makes only the calls that are still missing).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..app.client import Completion, ModelError
+from ..app.client import AuthenticationError, Completion, ModelError
 from ..app.contract import App, run_flow
 from ..app.prompts import Prompt
 from ..app.runtime import Caller, Chat
@@ -178,9 +179,23 @@ class Outcome:
     results: list[Result]
     planned: int
     calls_made: int = 0  # tasks that reached the model at least once
-    aborted: str | None = None  # why the run stopped early, if it did
+    aborted: str | None = None  # why the run stopped early (error budget, refused key), if it did
     interrupted: bool = False
     errors: int = 0  # tasks that ended in an error
+
+    @property
+    def partial(self) -> bool:
+        """Stopped before its end (aborted or interrupted): its numbers are not a result."""
+        return self.interrupted or self.aborted is not None
+
+    def counts(self) -> str:
+        """How the calls ended, in the words every line about this run uses."""
+        passed = sum(r.passed is True for r in self.results)
+        failed = sum(r.passed is False for r in self.results)
+        errors = sum(r.error is not None for r in self.results)
+        return (
+            f"{len(self.results)} of {self.planned} calls finished: {passed} passed, {failed} failed, {errors} errors"
+        )
 
 
 class Progress:
@@ -274,6 +289,7 @@ def run(
     # errors themselves, so no worker starts another task after the one that crossed the line.
     error_budget = max_error_rate * len(tasks)
     lock = threading.Lock()
+    why: dict[str, ModelError] = {}  # "refused" / "budget": the error that stopped the run
     work: queue.SimpleQueue[Task] = queue.SimpleQueue()
     finished: queue.SimpleQueue[tuple[Result, int] | BaseException | None] = queue.SimpleQueue()
     for task in todo:
@@ -294,12 +310,12 @@ def run(
             except ModelError as exc:
                 with lock:
                     outcome.errors += 1
-                    if outcome.errors > error_budget and not stop.is_set():
+                    if isinstance(exc, AuthenticationError):
+                        why.setdefault("refused", exc)
                         stop.set()
-                        outcome.aborted = (
-                            f"error rate above eval.max_error_rate={max_error_rate}: "
-                            f"{outcome.errors} of {len(tasks)} calls failed (last: {exc})"
-                        )
+                    elif outcome.errors > error_budget and not stop.is_set():
+                        why["budget"] = exc
+                        stop.set()
                 finished.put((judge(task, evaluation.version(task), None, exc, cached=False), 1))
                 continue
             except BaseException as exc:  # not a model error: the main thread re-raises it
@@ -332,6 +348,18 @@ def run(
         progress.close()
     order = {(t.example.id, t.repeat): i for i, t in enumerate(tasks)}
     outcome.results.sort(key=lambda r: order[(r.id, r.repeat)])
+    # Worded once the run is over, from the results themselves: calls in flight when the line was
+    # crossed finish (and may fail) after it, and every line about the run must give the same counts.
+    if "refused" in why:
+        outcome.aborted = (
+            f"the model endpoint refused the credentials ({why['refused']}): check the key in the environment "
+            f"variable named by model.api_key_env; stopped, {outcome.counts()}"
+        )
+    elif "budget" in why:
+        outcome.aborted = (
+            f"error rate above eval.max_error_rate={max_error_rate} (at most {int(error_budget)} of "
+            f"{len(tasks)} calls may fail): stopped, {outcome.counts()} (last error: {why['budget']})"
+        )
     return outcome
 
 

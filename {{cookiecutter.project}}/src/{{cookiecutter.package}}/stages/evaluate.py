@@ -2,7 +2,9 @@
 
 The stage always writes its outputs, even when thresholds are missed, so a bad head can still be
 reported and gated; `--check` (for CI scripts) makes it exit 1 when they are missed. Results are
-appended to results.jsonl as they arrive, so an interrupted run keeps what finished.
+appended to results.jsonl as they arrive, so a run that stops early (Ctrl-C, too many errors, a
+refused key) keeps what finished - but writes no metrics.json: numbers from part of the golden set
+must not pass for a result.
 """
 
 from __future__ import annotations
@@ -78,12 +80,12 @@ def main(argv: list[str] | None = None, prog: str = "evaluate") -> int:
     prices = {"input": model.input_usd_per_1m_tokens, "output": model.output_usd_per_1m_tokens}
     values = metrics.compute(outcome.results, prices)
     missed = metrics.missed_thresholds(values, config.thresholds.min, config.thresholds.max)
-    stopped = outcome.aborted
-    if outcome.interrupted:
-        stopped = f"interrupted after {len(outcome.results)} of {outcome.planned} calls"
-        # Numbers from part of the golden set must not pass for a result: no metrics file. The
-        # finished calls are in results.jsonl and in the cache, and the next run resumes from there.
+    stopped = f"interrupted, {outcome.counts()}" if outcome.interrupted else outcome.aborted
+    if outcome.partial:
+        # Numbers from part of the golden set must not pass for a result (nor the catalogue of
+        # them): the finished calls are in results.jsonl and in the cache, and the next run resumes.
         args.metrics.unlink(missing_ok=True)
+        args.catalogue.unlink(missing_ok=True)
     else:
         args.metrics.write_text(json.dumps(values, indent=2) + "\n")
         args.catalogue.write_text(catalogue.dumps(metrics.catalogue_of(values, outcome.results)))
@@ -94,12 +96,14 @@ def main(argv: list[str] | None = None, prog: str = "evaluate") -> int:
         )
     )
     cached = sum(r.cached for r in outcome.results)
-    summary = (
-        f"{values['calls']} calls ({outcome.calls_made} to the model, {cached} cached), "
-        f"pass_rate {values['pass_rate']:.3f}, error_rate {values['error_rate']:.3f}, "
-        f"p95 {values['latency_p95_ms']:.0f} ms"
-    )
-    print(summary)
+    made = f"{outcome.calls_made} to the model, {cached} cached"
+    if outcome.partial:
+        print(f"{outcome.counts()} ({made}); no metrics written")
+    else:
+        print(
+            f"{values['calls']} calls ({made}), pass_rate {values['pass_rate']:.3f}, "
+            f"error_rate {values['error_rate']:.3f}, p95 {values['latency_p95_ms']:.0f} ms"
+        )
     if outcome.interrupted:
         print(f"{prog}: {stopped}; the finished ones are kept and cached", file=sys.stderr)
         return 130
