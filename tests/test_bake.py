@@ -42,7 +42,7 @@ DEFAULT_FILES = {
     "k8s/pdb.yaml", "k8s/service-canary.yaml", "k8s/service-stable.yaml", "k8s/service.yaml",
     "k8s/serviceaccount.yaml", "prompts/schema.json",
     *(f"src/{PACKAGE}/{name}" for name in (
-        "__init__.py", "__main__.py", "cli.py", "errors.py", "settings.py",
+        "__init__.py", "__main__.py", "cli.py", "envfile.py", "errors.py", "settings.py",
         "app/__init__.py", "app/client.py", "app/contract.py", "app/embedded.py", "app/loader.py",
         "app/prompts.py", "app/runtime.py", "app/scaffold.py",
         "evaluation/__init__.py", "evaluation/cache.py", "evaluation/catalogue.py", "evaluation/golden.py",
@@ -61,7 +61,7 @@ DEFAULT_FILES = {
     "tests/conftest.py", "tests/live_server.py", "tests/pipeline_outputs.py", "tests/test_architecture.py",
     "tests/test_bad_input.py", "tests/test_canary.py",
     "tests/test_cli.py", "tests/test_client.py", "tests/test_container.py", "tests/test_embedded.py",
-    "tests/test_evaluate.py", "tests/test_gate.py", "tests/test_golden.py", "tests/test_observability.py",
+    "tests/test_envfile.py", "tests/test_evaluate.py", "tests/test_gate.py", "tests/test_golden.py", "tests/test_observability.py",
     "tests/test_prompts.py", "tests/test_registry.py", "tests/test_runner.py", "tests/test_scorers.py",
     "tests/test_server.py", "tests/test_settings.py",
 }  # fmt: skip
@@ -204,6 +204,22 @@ def test_broken_params_is_one_clear_line_exit_2(ready):
         assert proc.returncode == 2 and "eval.concurrency: expected int, got str 'two'" in proc.stderr
     finally:
         params.write_text(original)
+
+
+def test_secrets_and_local_reports_are_never_committed(bake):
+    """git ignores .env, the gate's report and local state; .env stays out of DVC and the image. The
+    pipeline's outputs, reviewed in PRs, are committed."""
+    project = bake()
+
+    def ignored(path: str) -> bool:
+        return subprocess.run(["git", "check-ignore", "-q", path], cwd=project, check=False).returncode == 0
+
+    local = (".env", "data/raw/.env", "eval/gate.md", ".cache/gate.log", ".cache/eval/x.jsonl", "mlflow.db")
+    assert [p for p in local if not ignored(p)] == []
+    reviewed = ("eval/report.md", "eval/metrics.json", "eval/results.jsonl", "eval/catalogue.json", ".env.example")
+    assert [p for p in (*reviewed, "eval/plots/tags.json", "models/version.json") if ignored(p)] == []
+    assert ".env" in (project / ".dvcignore").read_text().splitlines()
+    assert "**/.env" in (project / ".dockerignore").read_text().splitlines()
 
 
 @pytest.mark.parametrize(

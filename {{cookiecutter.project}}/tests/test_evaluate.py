@@ -217,3 +217,22 @@ def test_a_refused_key_ends_the_run_at_once_and_is_never_cached(tmp_path):
         fixed = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
         assert fixed.returncode == 0, fixed.stderr
         assert server.calls() == len(rows)  # nothing of the refused runs was cached
+
+
+def test_the_key_in_dotenv_is_used_and_the_environment_wins(tmp_path):
+    rows = [("a", "echo", "one", "one"), ("b", "echo", "two", "two")]
+    from_file = "sk-from-dotenv-7d2b8e6f30"
+    with FakeModel(api_key=from_file) as server:
+        setup(tmp_path, server.base_url, rows)
+        (tmp_path / ".env").write_text(f'# local secrets\n{KEY_ENV}="{from_file}"  # the model key\n')
+        env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
+        cmd = [sys.executable, "-m", PACKAGE, "evaluate", "--eval-set", "eval/golden.jsonl", "--no-cache"]
+        used = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert used.returncode == 0, used.stderr
+        assert server.calls() == 2 and all(s.authorization == f"Bearer {from_file}" for s in server.seen)
+        server.reset()
+        wins = evaluate(tmp_path, "--no-cache")  # KEY_ENV set in the environment: it wins, and is refused here
+        assert wins.returncode == 2 and "refused the credentials" in wins.stderr
+        assert all(s.authorization == f"Bearer {SENTINEL}" for s in server.seen)
+    for output in (used.stdout, used.stderr, wins.stdout, wins.stderr):
+        assert from_file not in output and SENTINEL not in output

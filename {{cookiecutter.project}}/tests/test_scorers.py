@@ -169,6 +169,7 @@ def test_grounded_facts_are_found_whole_in_the_input(answer):
         ("Refunds take 3 days.", ["3"]),  # "3" occurs inside "30", but it is not 30
         ("Shipping is 4.9 or 95p.", ["4.9", "95"]),
         ("Free above 100 pounds.", ["100"]),
+        ("Free above 2,000 or \u0661\u0660\u0660\u0660 (1000) pounds.", ["2,000"]),  # as written; other digits too
         ("We ship to Ire and to Irelandia.", ["Ire", "Irelandia"]),  # inside "Ireland", not Ireland
         ("Ask Zoé or Zoëy.", ["Zoé", "Zoëy"]),  # names beyond ASCII are names too
         (

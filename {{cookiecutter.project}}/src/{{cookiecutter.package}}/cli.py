@@ -10,7 +10,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from . import PACKAGE, PROJECT
+from . import PACKAGE, PROJECT, envfile
 from .errors import UserError
 
 PROG = PROJECT
@@ -62,8 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"{PROG}: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(f"{PACKAGE}.{COMMANDS[name][0]}")
     try:
+        envfile.load()  # .env: the model key and other local settings; the real environment wins
+        module = importlib.import_module(f"{PACKAGE}.{COMMANDS[name][0]}")
         return module.main(rest, prog=f"{PROG} {name}")
     except UserError as exc:
         print(f"{PROG} {name}: error: {exc}", file=sys.stderr)

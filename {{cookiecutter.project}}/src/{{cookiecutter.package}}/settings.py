@@ -128,8 +128,8 @@ class ModelSettings:
         key = os.environ.get(self.api_key_env, "")
         if not key:
             raise SettingsError(
-                f"model.api_key_env: environment variable {self.api_key_env} is not set "
-                "(put it in .env or your CI secrets; never in params.yaml)"
+                f"model.api_key_env: environment variable {self.api_key_env} is not set or empty "
+                "(export it or put it in .env, see .env.example; in CI, a secret; never in params.yaml)"
             )
         return key
 

@@ -238,9 +238,8 @@ def _numbers(text: str) -> dict[str, str]:
     thousands, a full stop is the decimal point; a token that is neither (a date, "1.2.3") is its
     digit runs. £30, 30% and 30-day are 30; 4.950 is 4.95; 01 is 1."""
     found: dict[str, str] = {}
-    for token in _NUMBER_RE.findall(text):
-        if not token.isascii():  # digits of other scripts: ٣٠ is 30
-            token = "".join(str(unicodedata.decimal(c, c)) for c in token)
+    for written in _NUMBER_RE.findall(text):
+        token = written if written.isascii() else "".join(str(unicodedata.decimal(c, c)) for c in written)  # ٣٠ is 30
         if _GROUPED_RE.fullmatch(token):
             parts = [token.replace(",", "")]
         elif "," not in token and token.count(".") <= 1:
@@ -250,7 +249,7 @@ def _numbers(text: str) -> dict[str, str]:
         for part in parts:
             whole, _, fraction = part.partition(".")
             value = (whole.lstrip("0") or "0") + ("." + fraction.rstrip("0") if fraction.rstrip("0") else "")
-            found.setdefault(value, part)
+            found.setdefault(value, written if len(parts) == 1 else part)
     return found
 
 
