@@ -43,8 +43,8 @@ DEFAULT_FILES = {
     "k8s/serviceaccount.yaml", "prompts/schema.json",
     *(f"src/{PACKAGE}/{name}" for name in (
         "__init__.py", "__main__.py", "cli.py", "envfile.py", "errors.py", "settings.py",
-        "app/__init__.py", "app/client.py", "app/contract.py", "app/embedded.py", "app/loader.py",
-        "app/prompts.py", "app/runtime.py", "app/scaffold.py",
+        "app/__init__.py", "app/async_client.py", "app/client.py", "app/contract.py", "app/embedded.py",
+        "app/loader.py", "app/prompts.py", "app/retry.py", "app/runtime.py", "app/scaffold.py",
         "evaluation/__init__.py", "evaluation/cache.py", "evaluation/catalogue.py", "evaluation/golden.py",
         "evaluation/metrics.py", "evaluation/report.py", "evaluation/results.py", "evaluation/runner.py",
         "evaluation/scorers.py", "evaluation/stats.py",

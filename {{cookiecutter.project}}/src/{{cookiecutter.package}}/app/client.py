@@ -2,7 +2,8 @@
 
 - explicit (connect, read) timeouts on every call;
 - retries on 429, 5xx and connection/timeout errors with exponential backoff and full jitter,
-  honouring `Retry-After`; bounded by `max_attempts` and by `max_retry_s` of total time;
+  honouring `Retry-After`; bounded by `max_attempts` and by `max_retry_s` of total time (the
+  policy in retry.py, shared with the service's asyncio client, async_client.py);
 - token usage and latency recorded per call;
 - anything that still fails is a `ModelError` (an *error*, counted apart from wrong answers).
 The API key goes in the Authorization header and nowhere else: every error text is scrubbed of it
@@ -13,7 +14,6 @@ evaluation never pays for it.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import random
 import threading
@@ -22,10 +22,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .retry import RETRY_STATUS, RetryPolicy, parse_retry_after
+
 if TYPE_CHECKING:
     import requests
 
-RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 REDACTED = "[REDACTED]"
 
 
@@ -55,36 +56,10 @@ class Completion:
     attempts: int
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    max_attempts: int = 4
-    max_retry_s: float = 60.0
-    backoff_base_s: float = 0.5
-    backoff_cap_s: float = 8.0
-
-    def delay(self, attempt: int, retry_after: float | None, rand: Callable[[], float]) -> float:
-        """Seconds to wait before attempt `attempt + 1` (full jitter unless the server said)."""
-        if retry_after is not None:
-            return retry_after
-        return rand() * min(self.backoff_cap_s, self.backoff_base_s * 2**attempt)
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Retry-After as seconds: either delta-seconds or an HTTP date; None when absent or bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-class ChatClient:
-    """One pooled HTTP session per client; safe to share between worker threads."""
+class ChatWire:
+    """What a client sends and how it reads what comes back, whatever its transport: the request
+    body, the headers, failures (scrubbed of the key) and the retry policy. `ChatClient` (requests,
+    threads) and `async_client.AsyncChatClient` (httpx, asyncio) differ only in how bytes travel."""
 
     def __init__(
         self,
@@ -94,9 +69,7 @@ class ChatClient:
         *,
         timeout: tuple[float, float] = (5.0, 60.0),
         retry: RetryPolicy | None = None,
-        pool_size: int = 16,
         json_schema_style: str = "openai",  # "openai" | "llama.cpp": how to ask for schema output
-        sleep: Callable[[float], None] = time.sleep,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.url = base_url.rstrip("/") + "/chat/completions"
@@ -104,40 +77,11 @@ class ChatClient:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.json_schema_style = json_schema_style
-        self._sleep = sleep
         self._rand = rand
-        self._local = threading.local()
         self._headers = {"Content-Type": "application/json"}
         self._secret = api_key or None
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
-        self._pool_size = pool_size
-        self._sessions: list[requests.Session] = []
-        self._lock = threading.Lock()
-
-    def _session(self) -> requests.Session:
-        # One Session per thread: requests does not promise Session is thread-safe, and a
-        # per-thread keep-alive connection is exactly the pooling we want.
-        session = getattr(self._local, "session", None)
-        if session is None:
-            import requests
-            from requests.adapters import HTTPAdapter
-
-            session = requests.Session()
-            session.trust_env = False  # no proxies or netrc credentials picked up behind our back
-            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self._pool_size, max_retries=0)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            self._local.session = session
-            with self._lock:
-                self._sessions.append(session)
-        return session
-
-    def close(self) -> None:
-        with self._lock:
-            for session in self._sessions:
-                session.close()
-            self._sessions.clear()
 
     def payload(
         self,
@@ -167,6 +111,75 @@ class ChatClient:
                 }
         return body
 
+    def body(self, messages: Sequence[Mapping[str, str]], **options: Any) -> bytes:
+        """The request body, serialised once for every attempt."""
+        return json.dumps(self.payload(messages, **options), ensure_ascii=False, separators=(",", ":")).encode()
+
+    def http_failure(self, status: int, text: str, attempt: int) -> ModelError:
+        error = AuthenticationError if status in AUTH_STATUS else ModelError
+        return error("http", f"HTTP {status}: {self._scrub(text)}", attempt)
+
+    def next_wait(self, attempt: int, retry_after: float | None, deadline: float) -> float | None:
+        """Seconds before the next attempt after a retryable failure, or None to give up."""
+        return self.retry.next_wait(attempt, retry_after, deadline, self._rand)
+
+    def _scrub(self, text: object) -> str:
+        """Error text, short, with the API key cut out *before* truncating (no half key survives)."""
+        text = str(text) or type(text).__name__
+        if self._secret:
+            text = text.replace(self._secret, REDACTED)
+        return _short(text)
+
+
+class ChatClient(ChatWire):
+    """One pooled HTTP session per thread; safe to share between worker threads."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        *,
+        timeout: tuple[float, float] = (5.0, 60.0),
+        retry: RetryPolicy | None = None,
+        pool_size: int = 16,
+        json_schema_style: str = "openai",  # "openai" | "llama.cpp": how to ask for schema output
+        sleep: Callable[[float], None] = time.sleep,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        super().__init__(
+            base_url, model, api_key, timeout=timeout, retry=retry, json_schema_style=json_schema_style, rand=rand
+        )
+        self._sleep = sleep
+        self._local = threading.local()
+        self._pool_size = pool_size
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+
+    def _session(self) -> requests.Session:
+        # One Session per thread: requests does not promise Session is thread-safe, and a
+        # per-thread keep-alive connection is exactly the pooling we want.
+        session = getattr(self._local, "session", None)
+        if session is None:
+            import requests
+            from requests.adapters import HTTPAdapter
+
+            session = requests.Session()
+            session.trust_env = False  # no proxies or netrc credentials picked up behind our back
+            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self._pool_size, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            self._local.session = session
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+    def close(self) -> None:
+        with self._lock:
+            for session in self._sessions:
+                session.close()
+            self._sessions.clear()
+
     def chat(self, messages: Sequence[Mapping[str, str]], **options: Any) -> Completion:
         """One chat completion, retried as the policy allows; raises ModelError otherwise."""
         import requests
@@ -175,12 +188,7 @@ class ChatClient:
         # would re-merge proxies, cookies and auth on every call, ~60% of requests' CPU per call,
         # which 16 threads then queue for under the GIL (see benchmarks/bench_eval.py).
         prepared = requests.PreparedRequest()
-        prepared.prepare(
-            method="POST",
-            url=self.url,
-            headers=self._headers,
-            data=json.dumps(self.payload(messages, **options), ensure_ascii=False, separators=(",", ":")).encode(),
-        )
+        prepared.prepare(method="POST", url=self.url, headers=self._headers, data=self.body(messages, **options))
         deadline = time.monotonic() + self.retry.max_retry_s
         attempt = 0
         while True:
@@ -196,27 +204,19 @@ class ChatClient:
             else:
                 latency_ms = (time.perf_counter() - started) * 1000
                 if response.status_code == 200:
-                    return _completion(response, latency_ms, attempt)
-                body_text = self._scrub(response.text)
-                error = AuthenticationError if response.status_code in AUTH_STATUS else ModelError
-                failure = error("http", f"HTTP {response.status_code}: {body_text}", attempt)
+                    return read_completion(response, latency_ms, attempt)
+                failure = self.http_failure(response.status_code, response.text, attempt)
                 if response.status_code not in RETRY_STATUS:
                     raise failure
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            wait = self.retry.delay(attempt - 1, retry_after, self._rand)
-            if attempt >= self.retry.max_attempts or time.monotonic() + wait > deadline:
+            wait = self.next_wait(attempt, retry_after, deadline)
+            if wait is None:
                 raise failure
             self._sleep(wait)
 
-    def _scrub(self, text: object) -> str:
-        """Error text, short, with the API key cut out *before* truncating (no half key survives)."""
-        text = str(text) or type(text).__name__
-        if self._secret:
-            text = text.replace(self._secret, REDACTED)
-        return _short(text)
 
-
-def _completion(response: requests.Response, latency_ms: float, attempts: int) -> Completion:
+def read_completion(response: Any, latency_ms: float, attempts: int) -> Completion:
+    """The completion in a 200 response (requests' or httpx's: both have `.json()`)."""
     try:
         data = response.json()
         text = data["choices"][0]["message"]["content"]
