@@ -16,20 +16,46 @@ the service, shadow mode and the canary handle any app through this contract:
 Every prompt can also be called alone (golden `"prompt": "<id>"`; `POST /v1/run/<id>` when
 `serve.prompt_routes` is on). A project names its app in params.yaml (`app.entry: module:attribute`);
 without one, the app is its prompts and nothing more.
+
+Flows are `async def` and await their calls:
+
+    async def answer(ctx: Context, request: Mapping[str, Any]) -> dict[str, Any]:
+        intent = (await ctx.call("classify", {"message": request["message"]})).data
+        ...
+
+Why async: the service waits on the model for seconds per call, and a thread per waiting request
+caps a pod at its pool (40 threads: ~13-40 answers/s with a real model). A coroutine per request
+costs kilobytes, so one pod holds thousands of calls in flight, and health probes never queue behind
+them. The price is one keyword: `await` before `ctx.call`. The same flow runs everywhere:
+
+- the service awaits it on its event loop (`arun_flow`, an httpx client: app/async_client.py);
+- the eval and the registered pyfunc model run it from their worker threads (`run_flow`): there
+  `ctx.call` makes the blocking call of the eval's client (cached, retried, counted as before) inside
+  the coroutine, so calls run one after another in the order the flow makes them, each worker keeps
+  one call in flight as it always did, and the answers (and cache keys) do not depend on timing.
+  A flow may still gather calls (`asyncio.gather`) for speed in the service: the eval then makes the
+  same calls one by one, with the same results.
+
+A flow must not block its event loop: no blocking I/O, and heavy CPU work in `asyncio.to_thread`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .client import Completion
 
-# The one render -> call -> parse path (runtime.Caller): what flows, the eval and the service share.
-Call = Callable[[str, Mapping[str, Any]], "Answer"]
+# The one render -> call -> parse path (runtime.Caller / AsyncCaller): what flows, the eval and the
+# service share. `ctx.call` is the awaitable form; the eval's threads hold the blocking one.
+Call = Callable[[str, Mapping[str, Any]], Awaitable["Answer"]]
+BlockingCall = Callable[[str, Mapping[str, Any]], "Answer"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +76,8 @@ class Answer:
 
 @dataclass(frozen=True)
 class Context:
-    """What a flow gets besides its request: the prompt caller and the app's data (`App.load`)."""
+    """What a flow gets besides its request: the prompt caller (`await ctx.call(prompt_id, variables)`)
+    and the app's data (`App.load`)."""
 
     call: Call
     data: Any = None
@@ -60,7 +87,7 @@ class Context:
 class Flow:
     """One request -> one reply (a JSON object), through any number of prompt calls."""
 
-    run: Callable[[Context, Mapping[str, Any]], dict[str, Any]]
+    run: Callable[[Context, Mapping[str, Any]], Coroutine[Any, Any, dict[str, Any]]]  # an `async def`
     # JSON schema of the request body: anything else is a 422 before any model call.
     request: Mapping[str, Any] = field(default_factory=lambda: {"type": "object"})
     description: str = ""
@@ -115,16 +142,43 @@ class Reply:
         return sum(c.completion.latency_ms for c in self.calls)
 
 
-def run_flow(flow: Flow, call: Call, data: Any, request: Mapping[str, Any]) -> Reply:
+def is_async(run: Callable[..., Any]) -> bool:
+    """Whether a flow's `run` is an `async def` (or a functools.partial of one)."""
+    return inspect.iscoroutinefunction(run)
+
+
+async def arun_flow(flow: Flow, call: Call, data: Any, request: Mapping[str, Any]) -> Reply:
     """Run `flow` on `request`, recording every prompt call it makes. Raises the model's error."""
     calls: list[Answer] = []
 
-    def recorded(prompt_id: str, variables: Mapping[str, Any]) -> Answer:
-        answer = call(prompt_id, variables)
+    async def recorded(prompt_id: str, variables: Mapping[str, Any]) -> Answer:
+        answer = await call(prompt_id, variables)
         calls.append(answer)
         return answer
 
-    body = flow.run(Context(recorded, data), request)
+    if not is_async(flow.run):
+        raise TypeError("a flow must be an `async def` that awaits ctx.call(...) (see app/contract.py)")
+    body = await flow.run(Context(recorded, data), request)
     if not isinstance(body, dict):
         raise TypeError(f"a flow must return a dict (a JSON object), got {type(body).__name__}")
     return Reply(body, tuple(calls))
+
+
+def run_flow(flow: Flow, call: BlockingCall, data: Any, request: Mapping[str, Any]) -> Reply:
+    """`arun_flow` from a thread, with a blocking `call` (the eval's workers, the pyfunc model)."""
+
+    async def blocking(prompt_id: str, variables: Mapping[str, Any]) -> Answer:
+        return call(prompt_id, variables)
+
+    return _run(arun_flow(flow, blocking, data, request))
+
+
+def _run(coroutine: Coroutine[Any, Any, Reply]) -> Reply:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    # Called from a thread that runs an event loop already (a notebook calling the pyfunc model):
+    # asyncio.run cannot nest, so the flow gets a loop on a thread of its own.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()

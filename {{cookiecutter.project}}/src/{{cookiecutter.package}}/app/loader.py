@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 
 from ..errors import UserError
-from .contract import App
+from .contract import App, is_async
 
 PROMPTS_ONLY = App(name="prompts")
 
@@ -30,4 +30,10 @@ def load_app(entry: str) -> App:
     if not isinstance(app, App):
         found = "nothing" if app is None else type(app).__name__
         raise UserError(f"app.entry: {entry!r} must name an App (see app/contract.py), found {found}")
+    for name, flow in app.flows.items():
+        if not is_async(flow.run):
+            raise UserError(
+                f"app.entry: flow {name!r} of {entry!r} must be an `async def` that awaits ctx.call(...) "
+                "(see app/contract.py)"
+            )
     return app

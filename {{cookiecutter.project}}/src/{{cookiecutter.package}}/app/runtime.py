@@ -7,8 +7,9 @@ import contextlib
 import importlib.util
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ..settings import EvalSettings, ModelSettings
@@ -16,8 +17,13 @@ from .client import ChatClient, Completion, RetryPolicy
 from .contract import Answer
 from .prompts import Prompt, PromptError
 
+if TYPE_CHECKING:
+    from .async_client import AsyncChatClient
+
 # (rendered messages, output schema) -> completion: a client's chat, or a cached one in the eval.
 Chat = Callable[[Sequence[Mapping[str, str]], Mapping[str, Any] | None], Completion]
+# The same on asyncio: the service's client (async_client.AsyncChatClient).
+AsyncChat = Callable[[Sequence[Mapping[str, str]], Mapping[str, Any] | None], Awaitable[Completion]]
 
 
 def sampling(model: ModelSettings) -> dict[str, Any]:
@@ -52,6 +58,17 @@ def _finite(number: str) -> float:
     return value
 
 
+def _prompt(prompts: Mapping[str, Prompt], prompt_id: str) -> Prompt:
+    prompt = prompts.get(prompt_id)
+    if prompt is None:
+        raise PromptError(f"no prompt {prompt_id!r} (have: {', '.join(sorted(prompts))})")
+    return prompt
+
+
+def _answer(prompt: Prompt, completion: Completion) -> Answer:
+    return Answer(prompt.id, prompt.version, completion.text, parse_output(prompt, completion.text), completion)
+
+
 class Caller:
     """`caller(prompt_id, variables) -> Answer` over a set of prompts and a chat function."""
 
@@ -60,11 +77,20 @@ class Caller:
         self.chat = chat
 
     def __call__(self, prompt_id: str, variables: Mapping[str, Any]) -> Answer:
-        prompt = self.prompts.get(prompt_id)
-        if prompt is None:
-            raise PromptError(f"no prompt {prompt_id!r} (have: {', '.join(sorted(self.prompts))})")
-        completion = self.chat(prompt.render(variables), prompt.output_schema)
-        return Answer(prompt.id, prompt.version, completion.text, parse_output(prompt, completion.text), completion)
+        prompt = _prompt(self.prompts, prompt_id)
+        return _answer(prompt, self.chat(prompt.render(variables), prompt.output_schema))
+
+
+class AsyncCaller:
+    """`await caller(prompt_id, variables) -> Answer`: the same render and parse around an async chat."""
+
+    def __init__(self, prompts: Mapping[str, Prompt], chat: AsyncChat) -> None:
+        self.prompts = prompts
+        self.chat = chat
+
+    async def __call__(self, prompt_id: str, variables: Mapping[str, Any]) -> Answer:
+        prompt = _prompt(self.prompts, prompt_id)
+        return _answer(prompt, await self.chat(prompt.render(variables), prompt.output_schema))
 
 
 def endpoint_identity(model: ModelSettings) -> str:
@@ -84,30 +110,46 @@ def client_chat(client: ChatClient, model: ModelSettings) -> Chat:
     return lambda messages, schema: client.chat(messages, schema=schema, **params)
 
 
+def async_client_chat(client: AsyncChatClient, model: ModelSettings) -> AsyncChat:
+    """An AsyncChat on `client` with the model's sampling parameters."""
+    params = sampling(model)
+    return lambda messages, schema: client.chat(messages, schema=schema, **params)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a client sends its calls, and how it asks for JSON."""
+
+    base_url: str
+    model: str
+    api_key: str | None
+    json_schema_style: str = "openai"
+
+
 @contextlib.contextmanager
-def connect(model: ModelSettings, evaluation: EvalSettings | None = None) -> Iterator[ChatClient]:
-    """A client for the configured endpoint; for `embedded`, the local server runs meanwhile."""
-    evaluation = evaluation or EvalSettings()
-    retry = RetryPolicy(max_attempts=evaluation.max_attempts, max_retry_s=evaluation.max_retry_s)
-    timeout = (model.connect_timeout_s, model.read_timeout_s)
+def endpoint(model: ModelSettings) -> Iterator[Endpoint]:
+    """The configured endpoint; for `embedded`, the local llama.cpp server runs meanwhile."""
     if not model.embedded:
-        client = ChatClient(
-            model.base_url, model.name, model.api_key(), timeout=timeout, retry=retry,
-            pool_size=evaluation.concurrency,
-        )  # fmt: skip
-        try:
-            yield client
-        finally:
-            client.close()
+        yield Endpoint(model.base_url, model.name, model.api_key())
         return
     if importlib.util.find_spec(f"{__package__}.embedded") is None:
         raise UserError("model.base_url: 'embedded' is not available in this project; set an OpenAI-compatible URL")
     from .embedded import embedded_server
 
     with embedded_server(seed=model.seed, slots=model.embedded_slots, threads=model.embedded_threads) as base_url:
+        yield Endpoint(base_url, "embedded", None, json_schema_style="llama.cpp")
+
+
+@contextlib.contextmanager
+def connect(model: ModelSettings, evaluation: EvalSettings | None = None) -> Iterator[ChatClient]:
+    """A client for the configured endpoint; for `embedded`, the local server runs meanwhile."""
+    evaluation = evaluation or EvalSettings()
+    with endpoint(model) as where:
         client = ChatClient(
-            base_url, "embedded", None, timeout=timeout, retry=retry,
-            pool_size=evaluation.concurrency, json_schema_style="llama.cpp",
+            where.base_url, where.model, where.api_key, timeout=(model.connect_timeout_s, model.read_timeout_s),
+            retry=RetryPolicy(max_attempts=evaluation.max_attempts, max_retry_s=evaluation.max_retry_s),
+            pool_size=evaluation.concurrency,
+            json_schema_style=where.json_schema_style,
         )  # fmt: skip
         try:
             yield client

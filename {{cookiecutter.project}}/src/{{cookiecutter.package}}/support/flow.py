@@ -21,15 +21,15 @@ REQUEST = {
 }
 
 
-def answer(ctx: Context, request: Mapping[str, Any]) -> dict[str, Any]:
+async def answer(ctx: Context, request: Mapping[str, Any]) -> dict[str, Any]:
     """Raises the model's error (client.ModelError) if any of the three calls fails."""
     policies: Mapping[str, str] = ctx.data
     message = request["message"]
-    intent = _field(ctx.call("classify_intent", {"message": message}).data, "intent")
+    intent = _field((await ctx.call("classify_intent", {"message": message})).data, "intent")
     if intent is None or intent not in policies:
         intent = FALLBACK_INTENT
-    order = ctx.call("extract_order", {"message": message}).data
-    reply = ctx.call("answer_policy", {"policy": policies[intent], "question": message})
+    order = (await ctx.call("extract_order", {"message": message})).data
+    reply = await ctx.call("answer_policy", {"policy": policies[intent], "question": message})
     return {
         "intent": intent,
         "order": {"order_id": _field(order, "order_id"), "email": _field(order, "email")},

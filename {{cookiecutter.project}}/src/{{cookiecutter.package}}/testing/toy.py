@@ -65,9 +65,9 @@ def load(root: Path) -> str:
     return text
 
 
-def reply(ctx: Context, request: Mapping[str, Any]) -> dict[str, Any]:
-    label = ctx.call("label", {"text": request["text"]}).data
-    echoed = ctx.call("echo", {"text": f"{ctx.data} {request['text']}"}).text
+async def reply(ctx: Context, request: Mapping[str, Any]) -> dict[str, Any]:
+    label = (await ctx.call("label", {"text": request["text"]})).data
+    echoed = (await ctx.call("echo", {"text": f"{ctx.data} {request['text']}"})).text
     return {"label": (label or {}).get("label"), "echo": echoed}
 
 
