@@ -15,8 +15,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "{{ cookiecutter.package }}"
 # Imported only on optional paths that need their own extra: the embedded model (`embedded`) and
-# versions from the MLflow registry (APP_VERSION_SOURCE=registry).
-OPTIONAL = {"app.embedded", "registry.store"}
+# versions from the MLflow registry (APP_VERSION_SOURCE=registry). The scorers are imported for their
+# names (settings checks the metric names in params.yaml); what they score with (sacrebleu,
+# rouge-score) is imported only when they score, which the service never does.
+OPTIONAL = {"app.embedded", "registry.store", "evaluation.scorers"}
 
 
 def instructions() -> list[tuple[str, str]]:
