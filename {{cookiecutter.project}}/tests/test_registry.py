@@ -2,18 +2,30 @@
 
 The app registered is the framework's toy app (testing/toy.py), so these tests hold for any app."""
 
+import contextlib
+import json
 import os
 import re
+import resource
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from live_server import free_port
 from pipeline_outputs import commit_all, register, write_eval_outputs
 
-from {{ cookiecutter.package }} import settings
+from {{ cookiecutter.package }} import PROJECT, cli, settings
 from {{ cookiecutter.package }}.app.prompts import load_all
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.evaluation.results import Result
-from {{ cookiecutter.package }}.registry import lifecycle, release, store, versions
+from {{ cookiecutter.package }}.registry import faults, lifecycle, release, store, versions
 from {{ cookiecutter.package }}.stages import plots
 from {{ cookiecutter.package }}.stages import register as register_stage
 from {{ cookiecutter.package }}.testing import toy
@@ -239,3 +251,162 @@ def test_a_deploy_resolves_exactly_the_version_of_its_commit(toy_project, capsys
     assert lifecycle.main(["--commit", first], prog="x promote") == 0
     assert str(MlflowClient().get_model_version_by_alias(name, "champion").version) == "1"
     assert "champion -> version 1" in capsys.readouterr().out
+
+
+# --- a store that cannot be used: one line naming it, at once, nothing lost -----------------------
+
+
+def run_cli(root: Path, *args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python -m <package> ARGS` in `root`, as a user runs it (a process of its own)."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")} | env
+    cmd = [sys.executable, "-m", "{{ cookiecutter.package }}", *args]
+    return subprocess.run(cmd, cwd=root, env=full, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[tuple[str, list[socket.socket]]]:
+    """A server on 127.0.0.1 that accepts connections and never answers; yields its URL and the
+    connections it accepted."""
+    accepted: list[socket.socket] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):  # closed at the end
+            while True:
+                accepted.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", accepted
+    finally:
+        listener.close()
+        for connection in accepted:
+            connection.close()
+
+
+def test_the_first_request_to_a_tracking_server_is_not_retried_unless_the_user_says_so():
+    assert faults.first_contact_env({}) == {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    mine = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "7", "MLFLOW_HTTP_REQUEST_TIMEOUT": ""}
+    assert faults.first_contact_env(mine) == {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def test_a_tracking_server_that_is_not_there_is_one_line_at_once(toy_project):
+    # MLflow alone retries for about 4 minutes without a word; `timeout` only stops a hang here.
+    write_eval_outputs(toy_project)
+    closed = f"http://127.0.0.1:{free_port()}"
+    refused = run_cli(toy_project, "promote", env={"MLFLOW_TRACKING_URI": closed}, timeout=60)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr == (
+        f"{PROJECT} promote: error: MLflow store {closed}: cannot connect (connection refused): "
+        "is the tracking server running at that URL?\n"
+    )
+    with silent_server() as (url, accepted):
+        env = {"MLFLOW_TRACKING_URI": url, "MLFLOW_HTTP_REQUEST_TIMEOUT": "1"}  # the user's setting wins
+        silent = run_cli(toy_project, "register", env=env, timeout=60)
+        assert len(accepted) == 1, "the first request is not retried"
+    assert silent.returncode == 2
+    assert silent.stderr == (
+        f"{PROJECT} register: error: MLflow store {url}: the tracking server accepted the connection but "
+        "gave no answer within 1 s (MLFLOW_HTTP_REQUEST_TIMEOUT)\n"
+    )
+    assert not (toy_project / "models/version.json").exists()
+
+
+def test_an_empty_corrupt_or_read_only_store_is_one_line_naming_it(toy_project, tmp_path, capsys):
+    write_eval_outputs(toy_project)
+    register(toy_project)  # a store with history
+    good = store.sqlite_path(os.environ["MLFLOW_TRACKING_URI"])
+    empty = tmp_path / "empty.db"  # a store truncated to nothing
+    empty.touch()
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"\x00\xff not a database " * 300)
+    # Read-only: SQLite treats a file whose format write version (byte 18) is above 2 as one it may
+    # read but not write, as it does a file it lacks permission to write (which root, who runs many
+    # CI containers, never lacks).
+    read_only = tmp_path / "read-only.db"
+    data = bytearray(good.read_bytes())
+    data[18] = 3
+    read_only.write_bytes(bytes(data))
+    capsys.readouterr()
+    for path, why in (
+        (empty, "the file is empty (0 bytes): its history is gone"),
+        (corrupt, "the file is not an SQLite database"),
+        (read_only, "attempt to write a readonly database: the store is read-only"),
+    ):
+        uri = f"sqlite:///{path}"
+        os.environ["MLFLOW_TRACKING_URI"] = uri  # restored by the autouse fixture's monkeypatch
+        before = path.read_bytes()
+        for command in (["register", "--out", "models/version.json"], ["promote"]):
+            assert cli.main(command) == 2, command
+            err = capsys.readouterr().err
+            assert err.startswith(f"{PROJECT} {command[0]}: error: MLflow store {uri}: {why}"), err
+            assert err.count("\n") == 1, err
+        assert path.read_bytes() == before, "the store was changed (MLflow re-created an empty one?)"
+    assert json.loads((toy_project / "models/version.json").read_text())["registry"]["version"] == "1"
+
+
+def count_rows(database: Path, query: str, *args: str) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30)) as db:
+        return db.execute(query, args).fetchone()[0]
+
+
+def kill_when(database: Path, query: str, *args: str) -> int:
+    """Start a register and kill -9 it as soon as `query` counts more rows than before; its exit status."""
+    before = count_rows(database, query, *args)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "{{ cookiecutter.package }}", "register", "--out", "models/killed.json"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    while proc.poll() is None:
+        with contextlib.suppress(sqlite3.OperationalError):  # a write in progress: look again
+            if count_rows(database, query, *args) > before:
+                break
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    return proc.wait(timeout=120)
+
+
+def test_a_register_killed_midway_leaves_nothing_that_looks_servable(toy_project, capsys):
+    from mlflow import MlflowClient
+
+    write_eval_outputs(toy_project)
+    name = register(toy_project)["registry"]["model_name"]  # the store exists: the kills land mid-register
+    database = store.sqlite_path(os.environ["MLFLOW_TRACKING_URI"])
+    running = "SELECT count(*) FROM runs WHERE status = 'RUNNING'"
+    # kill -9 as soon as the model version exists (the old code wrote its lineage tags, finished
+    # its run and set the alias after that), then as soon as a run is open.
+    kill_when(database, "SELECT count(*) FROM model_versions WHERE name = ?", name)  # (it may have finished)
+    assert kill_when(database, running) == -signal.SIGKILL
+    client = MlflowClient()
+    for version in client.search_model_versions(f"name='{name}'"):
+        assert {"git_sha", "data_sha256", "run_id", "prompt.label", "prompt_registry.label"} <= set(version.tags)
+        assert client.get_run(version.run_id).info.status == "FINISHED"
+    assert not (toy_project / "models/killed.json").exists()
+    assert count_rows(database, running) == 1  # the run of the last kill
+
+    capsys.readouterr()
+    register(toy_project)
+    assert "of an interrupted register was left RUNNING: marked FAILED" in capsys.readouterr().err
+    assert count_rows(database, running) == 0
+    assert count_rows(database, "SELECT count(*) FROM runs WHERE status = 'FAILED'") == 1
+
+
+def test_a_version_record_is_replaced_whole_or_not_at_all(tmp_path):
+    out = tmp_path / "version.json"
+    out.write_text('{"registry": {"version": "1"}}\n')
+    old = out.read_text()
+
+    def small_files() -> None:  # the disk is full after 4 KiB, as it were
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    def write(how: str) -> None:
+        code = f"import sys; from pathlib import Path; {how}(Path(sys.argv[1]), 'x' * 100_000)"
+        proc = subprocess.run([sys.executable, "-c", code, str(out)], preexec_fn=small_files, capture_output=True)
+        assert proc.returncode == 1 and b"File too large" in proc.stderr
+
+    write("from {{ cookiecutter.package }}.stages.register import write_record; write_record")
+    assert out.read_text() == old and [p.name for p in tmp_path.iterdir()] == ["version.json"]
+    write("Path.write_text")  # what a plain write leaves: a torn record
+    assert 0 < len(out.read_text()) < 100_000

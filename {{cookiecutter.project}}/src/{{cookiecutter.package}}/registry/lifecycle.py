@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from .. import settings as settings_mod
-from . import release, store
+from . import faults, release, store
 
 ACTIONS = ("promote", "rollback")
 
@@ -27,13 +27,15 @@ def move_champion(action: str, params: Path = Path("params.yaml"), commit: str |
         raise ValueError(f"move_champion: action must be one of {ACTIONS}, got {action!r}")
     config = settings_mod.load(params)
     name = config.registry.model_name
-    client = store.connect(config.registry.resolved_tracking_uri())
-    if action == "promote":
-        version = None if commit is None else str(release.resolve(client, name, commit, config.thresholds).version)
-        new, previous = store.promote(client, name, version)
-        return f"{name}: champion -> version {new} (was {previous or 'none'})"
-    new, left = store.rollback(client, name)
-    return f"{name}: champion -> version {new} (rolled back from {left})"
+    uri = config.registry.resolved_tracking_uri()
+    with faults.reported(store.redact(uri)):
+        client = store.connect(uri)
+        if action == "promote":
+            version = None if commit is None else str(release.resolve(client, name, commit, config.thresholds).version)
+            new, previous = store.promote(client, name, version)
+            return f"{name}: champion -> version {new} (was {previous or 'none'})"
+        new, left = store.rollback(client, name)
+        return f"{name}: champion -> version {new} (rolled back from {left})"
 
 
 def main(argv: list[str] | None = None, prog: str = "promote") -> int:

@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import settings as settings_mod
 from ..evaluation.metrics import missed_thresholds
-from . import store
+from . import faults, store
 
 COMMIT_TAG = "git_sha"
 
@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None, prog: str = "release") -> int:
     args = parser.parse_args(argv)
     config = settings_mod.load(args.params)
     uri = team_store(config.registry.resolved_tracking_uri())
-    client = store.connect(uri)
-    version = resolve(client, config.registry.model_name, args.commit or head_commit(), config.thresholds)
+    with faults.reported(store.redact(uri)):
+        client = store.connect(uri)
+        version = resolve(client, config.registry.model_name, args.commit or head_commit(), config.thresholds)
     print(version.version)
     return 0

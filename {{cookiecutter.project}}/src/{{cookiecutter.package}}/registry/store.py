@@ -9,6 +9,12 @@ Lineage of a registered version, as tags on its run and on the model version: th
 hash per dvc.lock stage entry, the eval set's sha256 (data/processed/manifest.json) and every
 prompt's content hash. The previous champion is a tag on the version that replaced it, so rollback
 is a walk back along that chain.
+
+A model version is written last, in one write with its tags, after its run has finished: a
+register killed at any point leaves no version, or a complete one, never one that looks servable
+without its lineage. A run it left RUNNING is marked FAILED by the next register.
+
+Every failure of the store is one RegistryError naming it (faults.py).
 """
 
 from __future__ import annotations
@@ -18,9 +24,11 @@ import fcntl
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,9 +38,10 @@ import yaml
 
 from .. import PACKAGE
 from ..app.prompts import Prompt
-from ..errors import UserError
 from ..evaluation.metrics import is_number
 from ..settings import ModelSettings
+from . import faults
+from .faults import RegistryError as RegistryError  # store.RegistryError: what callers catch
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -42,12 +51,19 @@ CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous_champion"  # tag on a champion version: the version it replaced
 MODEL_ARTIFACT = "app"
 APP_ARTIFACT = "app_version"  # run artifacts: params.yaml, prompts/ and the app's files (what is served)
-# Telemetry off; no progress bars in DVC's and CI's logs.
+# Telemetry off; no progress bars in DVC's and CI's logs; MLflow's own log lines only from
+# warnings up (its INFO lines narrate table creation and experiment creation). Set any of these
+# in the environment to have it your way.
 QUIET_ENV = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "true",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
 }
+# Tags on a register's run: which process runs it, so the next register can tell a run whose
+# process was killed (left RUNNING for ever) from one still going.
+RUN_HOST, RUN_PID = "register.host", "register.pid"
+ORPHAN_AFTER_S = 3600  # a RUNNING register run from another host this old was interrupted
 # The packages the logged app needs at load time, given explicitly: MLflow's inference of them
 # runs a subprocess that costs ~3 s per registration.
 REQUIREMENTS = ("mlflow", "requests", "pyyaml", "jsonschema")
@@ -56,16 +72,13 @@ MODEL_CODE = (
 )
 
 
-class RegistryError(UserError):
-    """A registry request that cannot be done (nothing to promote, nothing to roll back to...)."""
-
-
 @dataclass(frozen=True)
 class Registered:
     model_name: str
     version: str
     run_id: str
     prompt_versions: dict[str, str]  # prompt id -> MLflow prompt registry version
+    failed_runs: tuple[str, ...] = ()  # runs of interrupted registers, marked FAILED on the way
 
 
 # --- pure helpers -----------------------------------------------------------------------------
@@ -166,19 +179,30 @@ def lineage_tags(
     return tags
 
 
+def orphaned(tags: Mapping[str, str], start_ms: int, *, host: str, now_ms: int, alive: Callable[[int], bool]) -> bool:
+    """Whether a RUNNING run was left by a register that is gone: on this host, its process no
+    longer exists; on another, it started more than ORPHAN_AFTER_S ago (no register takes that
+    long). Runs without our tags are not ours to end."""
+    try:
+        pid = int(tags[RUN_PID])
+    except (KeyError, ValueError):
+        return False
+    if tags.get(RUN_HOST) == host:
+        return not alive(pid)
+    return now_ms - start_ms > ORPHAN_AFTER_S * 1000
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 # --- MLflow -------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    # A separate lock file: sqlite's own POSIX locks on the database are dropped when any other
-    # descriptor of the same file is closed in the process, so the database itself is never locked here.
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
@@ -188,16 +212,31 @@ def store_lock(uri: str) -> Iterator[None]:
     if database is None:
         yield
         return
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(database.with_name(database.name + ".lock")):
-        yield
+    # A separate lock file: sqlite's own POSIX locks on the database are dropped when any other
+    # descriptor of the same file is closed in the process, so the database itself is never locked here.
+    lock = database.with_name(database.name + ".lock")
+    with contextlib.ExitStack() as stack:
+        try:
+            database.parent.mkdir(parents=True, exist_ok=True)
+            handle = stack.enter_context(open(lock, "a"))
+        except OSError as exc:
+            raise RegistryError(
+                f"MLflow store {uri}: cannot create {lock.name} beside it ({exc.strerror}): "
+                "the store's folder must be writable"
+            ) from None
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def connect(uri: str) -> MlflowClient:
     """A client on `uri` (also set as the process's tracking and registry URI), store initialised.
 
     For a sqlite store, creating the tables (alembic migrations, 3-6 s) happens once, under a
-    lock beside the database; processes that wait then find the store ready."""
+    lock beside the database; processes that wait then find the store ready. The look-ups here
+    are the first requests to a tracking server: not retried (faults.FIRST_CONTACT)."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     try:
@@ -208,19 +247,20 @@ def connect(uri: str) -> MlflowClient:
             "(the image serves the version it was built with: unset APP_VERSION_SOURCE=registry)"
         ) from None
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    with store_lock(uri):
+    faults.quiet_database_errors()
+    database = sqlite_path(uri)
+    first = faults.first_contact_env(os.environ) if database is None else {}
+    with store_lock(uri), faults.environ(first), faults.reported(redact(uri)):
+        if database is not None:  # before MLflow opens it: it would start over in an empty one
+            faults.check_store_file(uri, database)
         # Building the client builds the stores, which create (or check) the schema; the look-ups
         # make sure of it and fail early, with the URI named, when the store cannot be reached.
-        try:
-            client = MlflowClient(uri, registry_uri=uri)
-            client.search_experiments(max_results=1)
-            client.search_registered_models(max_results=1)
-        except MlflowException as exc:
-            raise RegistryError(f"MLflow store {redact(uri)}: {str(exc).splitlines()[0]}") from None
+        client = MlflowClient(uri, registry_uri=uri)
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
     return client
 
 
@@ -256,7 +296,9 @@ def _prompt_versions_by_hash(client: MlflowClient, name: str) -> dict[str, str]:
 
     try:
         found = client.search_prompt_versions(name, max_results=1000)
-    except MlflowException:
+    except MlflowException as exc:
+        if not _not_found(exc):
+            raise
         return {}  # no such prompt yet
     return {v.tags["content_hash"]: str(v.version) for v in found if "content_hash" in (v.tags or {})}
 
@@ -276,42 +318,84 @@ def register(
 
     `version_dir` holds what is served (params.yaml, prompts/, the app's files), as a local
     version directory does. The caller has already checked the absolute thresholds: this only records."""
-    client = connect(uri)
-    import mlflow
+    with faults.reported(redact(uri)):
+        client = connect(uri)
+        import mlflow
 
-    # Look-ups-then-creates: two registers at once must not both add the same prompt or experiment.
-    with store_lock(uri):
-        prompt_versions = register_prompts(client, model_name, prompts, model)
-        mlflow.set_experiment(model_name)
-    content_hashes = {pid: p.version for pid, p in prompts.items()}
-    with mlflow.start_run(run_name=f"register {tags.get('git_sha', '')[:12]}") as run:
-        mlflow.log_params(run_params(model, content_hashes))
-        mlflow.log_metrics(numeric_metrics(metrics))
-        mlflow.set_tags(dict(tags))
-        for path in artifacts:
-            if path.is_file():
-                mlflow.log_artifact(str(path), artifact_path="eval")
-        # The served app version (versions.py reads it back through fetch_app_version).
-        mlflow.log_artifacts(str(version_dir), artifact_path=APP_ARTIFACT)
-        with tempfile.TemporaryDirectory() as tmp:
-            # "Models from code": the model is this two-line file, not a pickle of our objects.
-            code = Path(tmp) / "app_model.py"
-            code.write_text(MODEL_CODE)
-            info = mlflow.pyfunc.log_model(
-                name=MODEL_ARTIFACT,
-                python_model=str(code),
-                artifacts={APP_ARTIFACT: str(version_dir)},
-                model_config=asdict(model),
-                pip_requirements=requirements(REQUIREMENTS),
-                registered_model_name=model_name,
-            )
-    version = str(info.registered_model_version)
-    for key, value in {**tags, "run_id": run.info.run_id}.items():
-        client.set_model_version_tag(model_name, version, key, value)
-    for pid, prompt_version in prompt_versions.items():
-        client.set_model_version_tag(model_name, version, f"prompt_registry.{pid}", prompt_version)
-    client.set_registered_model_alias(model_name, CANDIDATE, version)
-    return Registered(model_name, version, run.info.run_id, prompt_versions)
+        # Look-ups-then-creates: two registers at once must not both add the same prompt or experiment.
+        with store_lock(uri):
+            prompt_versions = register_prompts(client, model_name, prompts, model)
+            experiment = mlflow.set_experiment(model_name)
+        failed = fail_orphaned_runs(client, experiment.experiment_id)
+        content_hashes = {pid: p.version for pid, p in prompts.items()}
+        process = {RUN_HOST: socket.gethostname(), RUN_PID: str(os.getpid())}
+        with mlflow.start_run(run_name=f"register {tags.get('git_sha', '')[:12]}", tags=process) as run:
+            mlflow.log_params(run_params(model, content_hashes))
+            mlflow.log_metrics(numeric_metrics(metrics))
+            mlflow.set_tags(dict(tags))
+            for path in artifacts:
+                if path.is_file():
+                    mlflow.log_artifact(str(path), artifact_path="eval")
+            # The served app version (versions.py reads it back through fetch_app_version).
+            mlflow.log_artifacts(str(version_dir), artifact_path=APP_ARTIFACT)
+            with tempfile.TemporaryDirectory() as tmp:
+                # "Models from code": the model is this two-line file, not a pickle of our objects.
+                code = Path(tmp) / "app_model.py"
+                code.write_text(MODEL_CODE)
+                info = mlflow.pyfunc.log_model(
+                    name=MODEL_ARTIFACT,
+                    python_model=str(code),
+                    artifacts={APP_ARTIFACT: str(version_dir)},
+                    model_config=asdict(model),
+                    pip_requirements=requirements(REQUIREMENTS),
+                )
+        # The run is FINISHED and holds everything: only now the version, with its lineage.
+        lineage = {**tags, "run_id": run.info.run_id}
+        lineage |= {f"prompt_registry.{pid}": v for pid, v in prompt_versions.items()}
+        version = new_version(client, model_name, info, run.info.run_id, lineage)
+        client.set_registered_model_alias(model_name, CANDIDATE, version)
+    return Registered(model_name, version, run.info.run_id, prompt_versions, failed)
+
+
+def new_version(client: MlflowClient, model_name: str, info: Any, run_id: str, tags: Mapping[str, str]) -> str:
+    """A model version of the logged model `info`, created with its tags in one write; returns its
+    number. (`log_model(registered_model_name=...)` would create it inside the run, before the run
+    has finished, and print two lines of its own.)"""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    try:
+        client.create_registered_model(model_name)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    created = client.create_model_version(
+        model_name, source=info.model_uri, run_id=run_id, tags=dict(tags), model_id=info.model_id
+    )
+    version = str(created.version)
+    # The logged model's link back to its registered versions (shown in MLflow's UI).
+    client.set_logged_model_tags(
+        info.model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([{"name": model_name, "version": created.version}])}
+    )
+    return version
+
+
+def fail_orphaned_runs(client: MlflowClient, experiment_id: str) -> tuple[str, ...]:
+    """Mark FAILED the runs of registers that were killed (left RUNNING); returns their ids."""
+    now = int(time.time() * 1000)
+    host = socket.gethostname()
+    running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000)
+    failed = []
+    for run in running:
+        if orphaned(run.data.tags, run.info.start_time, host=host, now_ms=now, alive=_alive):
+            client.set_terminated(run.info.run_id, status="FAILED")
+            failed.append(run.info.run_id)
+    return tuple(failed)
+
+
+def _not_found(exc: Any) -> bool:
+    """Whether MLflow's refusal means "no such thing" (else it is the store's failure: re-raised)."""
+    return getattr(exc, "error_code", None) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
 
 
 def _by_alias(client: MlflowClient, model_name: str, alias: str) -> Any:
@@ -319,7 +403,9 @@ def _by_alias(client: MlflowClient, model_name: str, alias: str) -> Any:
 
     try:
         return client.get_model_version_by_alias(model_name, alias)
-    except MlflowException:
+    except MlflowException as exc:
+        if not _not_found(exc):
+            raise
         return None  # no such alias (or no such registered model)
 
 
@@ -331,7 +417,9 @@ def versions_tagged(client: MlflowClient, model_name: str, tag: str, value: str)
         raise RegistryError(f"{tag}: {value!r} cannot be searched for")
     try:
         return list(client.search_model_versions(f"name='{model_name}' and tags.{tag}='{value}'"))
-    except MlflowException:
+    except MlflowException as exc:
+        if not _not_found(exc):
+            raise
         return []  # no such registered model yet
 
 
@@ -384,8 +472,9 @@ def fetch_app_version(alias: str, dest: Path) -> str:
     if not uri:
         raise RegistryError("APP_VERSION_SOURCE=registry needs MLFLOW_TRACKING_URI")
     model_name = os.environ.get("APP_MODEL_NAME", PROJECT)
-    client = connect(uri)
-    version = _by_alias(client, model_name, alias)
+    with faults.reported(redact(uri)):
+        client = connect(uri)
+        version = _by_alias(client, model_name, alias)
     if version is None:
         raise RegistryError(
             f"MLflow registry: {model_name} has no version aliased {alias!r} (run `dvc repro`, then `promote`)"

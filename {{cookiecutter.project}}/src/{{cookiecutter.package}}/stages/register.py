@@ -133,7 +133,20 @@ def main(argv: list[str] | None = None, prog: str = "register") -> int:
         "alias": store.CANDIDATE,
         "prompt_registry_versions": registered.prompt_versions,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    write_record(args.out, json.dumps(record, indent=2) + "\n")
+    for run_id in registered.failed_runs:
+        print(f"{prog}: run {run_id} of an interrupted register was left RUNNING: marked FAILED", file=sys.stderr)
     print(f"registered {registered.model_name} version {registered.version} as {store.CANDIDATE} ({args.out})")
     return 0
+
+
+def write_record(path: Path, text: str) -> None:
+    """Write `path` whole or not at all: written beside it, then renamed over it, so a register
+    that fails (or is killed) midway leaves the last registered record as it was."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
