@@ -52,8 +52,8 @@ DEFAULT_FILES = {
         "gate/report.py", "gate/verdict.py",
         "registry/__init__.py", "registry/faults.py", "registry/lifecycle.py", "registry/pyfunc.py",
         "registry/release.py", "registry/store.py", "registry/versions.py",
-        "serving/__init__.py", "serving/canary.py", "serving/observability.py", "serving/rollout.py",
-        "serving/server.py",
+        "serving/__init__.py", "serving/admission.py", "serving/asgi.py", "serving/canary.py",
+        "serving/observability.py", "serving/rollout.py", "serving/server.py", "serving/validation.py",
         "stages/__init__.py", "stages/evaluate.py", "stages/plots.py", "stages/preprocess.py",
         "stages/register.py",
         "testing/__init__.py", "testing/fake_model.py", "testing/prompt_checks.py", "testing/toy.py",
@@ -63,7 +63,7 @@ DEFAULT_FILES = {
     "tests/test_cli.py", "tests/test_client.py", "tests/test_container.py", "tests/test_embedded.py",
     "tests/test_envfile.py", "tests/test_evaluate.py", "tests/test_gate.py", "tests/test_golden.py", "tests/test_observability.py",
     "tests/test_prompts.py", "tests/test_registry.py", "tests/test_runner.py", "tests/test_scorers.py",
-    "tests/test_server.py", "tests/test_settings.py",
+    "tests/test_server.py", "tests/test_server_limits.py", "tests/test_settings.py",
 }  # fmt: skip
 # The example app (example_app=support-bot): its code, prompts, data and tests, pruned with it.
 SUPPORT_BOT_FILES = {

@@ -23,21 +23,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_ready(url: str, timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
+def wait_ready(
+    url: str, timeout: float = 30.0, process: subprocess.Popen | None = None, probe: str = "/readyz"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise AssertionError(f"server exited with {process.returncode}")
         with contextlib.suppress(requests.RequestException):
-            if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
+            if requests.get(f"{url}{probe}", timeout=1).status_code == 200:
                 return
         time.sleep(0.05)
     raise AssertionError(f"{url} not ready in {timeout} s")
 
 
 @contextlib.contextmanager
-def in_thread(asgi_app) -> Iterator[str]:
-    """uvicorn serving `asgi_app` in a thread of this process; yields its base URL."""
+def in_thread(asgi_app, ready: bool = True) -> Iterator[str]:
+    """uvicorn serving `asgi_app` in a thread of this process; yields its base URL once it is ready
+    (`ready=False`: once it is alive, for a server that is not meant to become ready)."""
     import uvicorn
 
     port = free_port()
@@ -47,7 +50,7 @@ def in_thread(asgi_app) -> Iterator[str]:
     thread.start()
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url)
+        wait_ready(url, probe="/readyz" if ready else "/healthz")
         yield url
     finally:
         server.should_exit = True

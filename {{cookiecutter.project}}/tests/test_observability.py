@@ -12,6 +12,7 @@ import requests
 from live_server import in_thread
 
 from {{ cookiecutter.package }}.errors import UserError
+from {{ cookiecutter.package }}.serving import observability
 from {{ cookiecutter.package }}.serving.observability import JsonFormatter, Redactor, Tracing, configure_logging
 from {{ cookiecutter.package }}.serving.server import create_app, open_service
 from {{ cookiecutter.package }}.testing import toy
@@ -43,6 +44,57 @@ def test_redactor_hashes_each_kind_and_keeps_the_rest():
     assert Redactor("k1")(EMAIL) != Redactor("k2")(EMAIL) != redact(EMAIL)
     assert redact("Authorization: Bearer abcdefghij0123456789").endswith(">")
     assert redact("AKIAABCDEFGHIJKLMNOP").startswith("<secret:")
+
+
+def test_emails_in_any_script_are_redacted_and_sentences_keep_their_full_stop():
+    redact = Redactor()
+    for address in ("jöhn@exämple.de", "anaïs.müller+tag@bücher.example", "用户@例子.中国", "o'brien@ex.ie"):
+        out = redact(f"write to {address}. thanks")
+        assert address.split("@")[1] not in out and "<email:" in out, out
+        assert out.endswith(". thanks")  # the sentence's full stop is not part of the address
+    assert redact("version 1.2.3@4.5") == "version 1.2.3@4.5"  # no letters in the last label: not an address
+
+
+def test_adversarial_texts_are_redacted_right():
+    """Texts that sent the old patterns into quadratic backtracking: the result is still right."""
+    redact = Redactor()
+    for text in ("1-" * 2000, "(1-" * 1333, "a@" * 2000, "a." * 2000, "a@b." * 1000, "x" * 4000 + "@"):
+        assert redact(text) == text  # none of these holds a value to hide
+    assert redact("a1" * 2000).startswith("<secret:")  # one long token of letters and digits
+    assert redact("1 " * 2000).startswith("<phone:")  # a run of digits reads as a number: hidden
+    assert redact("+44 20 7946 0958abc") == "+44 20 7946 0958abc"  # glued to a word: an id, not a phone
+
+
+def test_redaction_patterns_cannot_backtrack_over_a_run():
+    """Linear time by construction, checked on the patterns themselves (timings belong in
+    benchmarks/bench_redaction.py, not in tests): no unbounded repeat may give characters back, and
+    every pattern starts with a lookbehind or a literal, so a failed try is not tried again from
+    inside the same run. Each character is then scanned a bounded number of times per pattern."""
+    from re import _parser
+
+    def backtracking(items):
+        for op, arg in items:
+            name = str(op)
+            if name in ("MAX_REPEAT", "MIN_REPEAT"):
+                if arg[1] == _parser.MAXREPEAT:
+                    yield name
+                yield from backtracking(arg[2])
+            elif name == "POSSESSIVE_REPEAT":
+                yield from backtracking(arg[2])
+            elif name == "SUBPATTERN":
+                yield from backtracking(arg[-1])
+            elif name == "BRANCH":
+                for branch in arg[1]:
+                    yield from backtracking(branch)
+            elif name in ("ASSERT", "ASSERT_NOT"):
+                yield from backtracking(arg[1])
+
+    assert len(observability.PATTERNS) == 5
+    for pattern in observability.PATTERNS:
+        parsed = list(_parser.parse(pattern.pattern))
+        assert not list(backtracking(parsed)), pattern.pattern
+        op, arg = parsed[0]
+        assert (str(op) == "ASSERT_NOT" and arg[0] == -1) or str(op) in ("AT", "LITERAL"), pattern.pattern
 
 
 def test_json_formatter_drops_exception_messages():

@@ -14,6 +14,7 @@ import pytest
 import requests
 from live_server import in_thread, metric, wait_for
 
+from {{ cookiecutter.package }}.app.loader import load_app
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.registry.versions import from_directory, load
 from {{ cookiecutter.package }}.serving.server import create_app, open_service
@@ -119,6 +120,58 @@ def test_invalid_requests_are_422_without_model_calls(fake, tmp_path):
         assert metric(url, "llm_requests_total") == 9
 
 
+def test_probes_and_metrics_answer_while_the_model_hangs(tmp_path):
+    """Liveness never waits on the model, and model calls do not hold threads: with more calls hung
+    at the model than any thread pool has threads (anyio's default: 40), /healthz, /readyz and
+    /metrics still answer, and every hung call is still answered once the model comes back."""
+    gate, hung = threading.Event(), 60  # the fake model releases a hung call after 30 s: wait for less
+    with FakeModel(toy.answers, gate=gate) as model, running(tmp_path, model.base_url) as (url, _):
+        replies: list[int] = []
+
+        def ask(i: int) -> None:
+            replies.append(
+                requests.post(f"{url}/v1/run/echo", json={"variables": {"text": f"hi {i}"}}, timeout=60).status_code
+            )
+
+        askers = [threading.Thread(target=ask, args=(i,)) for i in range(hung)]
+        try:
+            for asker in askers:
+                asker.start()
+            wait_for(lambda: model.calls() == hung, timeout=20, what=f"{hung} calls waiting at the model")
+            calls = model.calls()
+            for probe in ("/healthz", "/readyz", "/metrics"):
+                assert requests.get(f"{url}{probe}", timeout=5).status_code == 200, probe
+            assert model.calls() == calls  # the probes made no model call
+            assert metric(url, "llm_inflight_requests") == hung
+        finally:
+            gate.set()
+            for asker in askers:
+                asker.join(timeout=30)
+        assert replies == [200] * hung
+
+
+def test_a_lone_surrogate_or_a_non_json_value_is_a_422_not_a_500(fake, tmp_path):
+    with running(tmp_path, fake.base_url) as (url, _):
+        for raw, says in (
+            (b'{"text": "x \\ud800 y"}', "lone surrogate (\\ud800)"),
+            (b'{"text": "x \\udfff"}', "lone surrogate (\\udfff)"),
+            (b'{"text": NaN}', "NaN is not a JSON value"),
+            (b'{"text": "x", "n": 1' + b"1" * 5000 + b"}", "not JSON"),
+            (b"[" * 20_000 + b"]" * 20_000, "nested more than"),
+            (b'{"text": "caf\xe9"}', "not valid UTF-8"),
+        ):
+            response = requests.post(
+                f"{url}/v1/reply", data=raw, headers={"Content-Type": "application/json"}, timeout=5
+            )
+            assert response.status_code == 422, (raw[:40], response.text)
+            assert says in response.json()["detail"], response.json()
+        # A surrogate PAIR is an ordinary character (here an emoji): answered.
+        pair = requests.post(f"{url}/v1/reply", data=b'{"text": "good \\ud83d\\ude00"}', timeout=5)
+        assert pair.status_code == 200 and pair.json()["echo"] == "Hello good \U0001f600"
+        assert fake.calls() == 2
+        assert metric(url, "llm_requests_total", status="500") == 0
+
+
 def test_model_errors_are_502_and_timeouts_504(tmp_path):
     with FakeModel(toy.answers, error_every=1) as failing, FakeModel(toy.answers, latency_s=1.0) as slow:
         with running(tmp_path, failing.base_url, name="a") as (url, _):
@@ -134,25 +187,38 @@ def test_model_errors_are_502_and_timeouts_504(tmp_path):
             assert metric(url, "llm_requests_total", status="504") == 1
 
 
-def test_readyz_follows_the_model_endpoint(fake, tmp_path):
+def test_a_model_outage_degrades_answers_but_keeps_the_pod_ready(fake, tmp_path):
+    """Every pod shares the endpoint: failing readiness on an outage would empty the Service."""
     with running(tmp_path, fake.base_url) as (url, service):
         service.ready_ttl_s = 0.0
-        assert requests.get(f"{url}/readyz", timeout=5).status_code == 200
+        ready = requests.get(f"{url}/readyz", timeout=5)
+        assert ready.status_code == 200 and ready.json()["model_endpoint"] == "ok"
+        assert metric(url, "llm_model_endpoint_up") == 1
         fake.stop()
-        response = requests.get(f"{url}/readyz", timeout=5)
-        assert response.status_code == 503 and "unreachable" in response.json()["reason"]
-        assert requests.get(f"{url}/healthz", timeout=5).status_code == 200  # alive, just not ready
+        wait_for(lambda: requests.get(f"{url}/readyz", timeout=5).json()["model_endpoint"] != "ok", what="a probe")
+        ready = requests.get(f"{url}/readyz", timeout=5)
+        assert ready.status_code == 200, ready.text  # still in rotation
+        assert ready.json() == {"status": "ready", "model_endpoint": "unreachable (transport)"}
+        assert metric(url, "llm_model_endpoint_up") == 0  # what alerts read instead
+        answer = requests.post(f"{url}/v1/reply", json={"text": TEXT}, timeout=10)
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+        body = answer.json()
+        assert body["error"] == "model_unavailable" and body["kind"] == "transport"
+        assert body["detail"] == "the model endpoint cannot be reached" and body["request_id"]
+        assert requests.get(f"{url}/healthz", timeout=5).status_code == 200
 
 
-def test_readyz_is_not_ready_with_a_wrong_key(tmp_path, monkeypatch):
+def test_readyz_fails_only_when_the_endpoint_refuses_our_key(tmp_path, monkeypatch):
     with FakeModel(toy.answers, api_key="right-key") as model:
         monkeypatch.setenv("TEST_MODEL_KEY", "wrong-key")
         source = toy.write_version(ROOT, tmp_path / "v", model.base_url, model={"api_key_env": "TEST_MODEL_KEY"})
-        with open_service("champion", str(source), {}) as service:
-            assert service.ready() == (False, "model endpoint answered HTTP 401")
+        with open_service("champion", str(source), {}) as service, in_thread(create_app(service), ready=False) as url:
+            ready = requests.get(f"{url}/readyz", timeout=5)  # known from the first request on
+            assert ready.status_code == 503
+            assert ready.json()["reason"] == "the model endpoint refuses our key (HTTP 401)"
         monkeypatch.setenv("TEST_MODEL_KEY", "right-key")
-        with open_service("champion", str(source), {}) as service:
-            assert service.ready() == (True, "ok")
+        with open_service("champion", str(source), {}) as service, in_thread(create_app(service)) as url:
+            assert requests.get(f"{url}/readyz", timeout=5).json() == {"status": "ready", "model_endpoint": "ok"}
 
 
 def test_shadow_runs_after_the_response_and_records_agreement(fake, tmp_path):
@@ -235,6 +301,17 @@ def test_bad_version_directories_are_clear_errors(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="needs the mlflow package"):
         load("champion", "registry")
     assert not list(scratch.iterdir())
+
+
+def test_a_flow_that_is_not_async_is_one_clear_error(tmp_path, monkeypatch):
+    (tmp_path / "blocking_app.py").write_text(
+        "from {{ cookiecutter.package }}.app.contract import App, Flow\n\n"
+        "def run(ctx, request):\n    return {'text': ctx.call('echo', request).text}\n\n"
+        "APP = App(name='blocking', prompts=('echo',), flows={'reply': Flow(run)})\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(UserError, match=r"flow 'reply' of 'blocking_app:APP' must be an `async def` that awaits"):
+        load_app("blocking_app:APP")
 
 
 def test_serve_rejects_a_bad_shadow_fraction_in_one_line(tmp_path):

@@ -24,7 +24,7 @@ from typing import Annotated, Any, get_args, get_origin, get_type_hints
 import yaml
 
 from . import PROJECT
-from .errors import UserError, clip, quote, read_text
+from .errors import UserError, clip, key_path, quote, read_text
 
 PARAMS_FILE = Path("params.yaml")
 EMBEDDED = "embedded"
@@ -191,14 +191,20 @@ class RegistrySettings:
 
 @dataclass(frozen=True)
 class ServeSettings:
-    """The HTTP service: a user waits on every call, so retries are short and bounded."""
+    """The HTTP service: a user waits on every call, so retries are short and bounded (serving/server.py)."""
 
     max_attempts: Annotated[int, AT_LEAST_1] = 2  # per model call, retries included
     max_retry_s: Annotated[float, NOT_NEGATIVE] = 10.0  # total time one model call may spend retrying
-    pool_size: Annotated[int, AT_LEAST_1] = 16  # keep-alive connections to the model endpoint
+    pool_size: Annotated[int, AT_LEAST_1] = 16  # idle keep-alive connections kept to the model endpoint
     max_input_chars: Annotated[int, AT_LEAST_1] = 4000  # a request with a longer text value is rejected with 422
     prompt_routes: bool = True  # POST /v1/run/<prompt> for every prompt, besides the app's flows
     shadow_max_inflight: Annotated[int, NOT_NEGATIVE] = 4  # shadow calls beyond this are dropped, never queued
+    request_timeout_s: Annotated[float, POSITIVE] = 30.0  # one request, body to reply; past it a 504
+    max_body_bytes: Annotated[int, AT_LEAST_1] = 65536  # a longer request body is a 413 (chunked ones too)
+    max_inflight: Annotated[int, AT_LEAST_1] = 1000  # requests answered at once; one more is a 429 (Retry-After)
+    api_keys_env: Annotated[str, _env_name] = ""  # env var with the comma-separated API keys; "" = no keys
+    client_max_inflight: Annotated[int, NOT_NEGATIVE] = 0  # per caller at once (0 = no limit); then 429
+    client_rate_per_s: Annotated[float, NOT_NEGATIVE] = 0.0  # per caller a second (0 = no limit); then 429
 
 
 @dataclass(frozen=True)
@@ -262,6 +268,14 @@ def parse_policy(text: str, source: str) -> Policy:
     return Policy(**sections)
 
 
+def metric_names(config: Settings) -> Iterator[tuple[tuple[str, ...], str]]:
+    """Every metric params.yaml names (thresholds, gate.required, gate.tolerance), with its keys."""
+    for bound, bars in (("min", config.thresholds.min), ("max", config.thresholds.max)):
+        yield from ((("thresholds", bound, name), name) for name in bars)
+    yield from ((("gate", "required", f"[{i}]"), name) for i, name in enumerate(config.gate.required))
+    yield from ((("gate", "tolerance", name), name) for name in config.gate.tolerance)
+
+
 def locate(keys: tuple[str, ...], path: Path | str = PARAMS_FILE) -> str:
     """`params.yaml:LINE: dotted.key`, for a problem found after loading (one that needs more than
     params.yaml to see, e.g. a tag no golden example has)."""
@@ -285,7 +299,7 @@ def _read(text: str, source: str, sections: tuple[str, ...] | None = None) -> tu
     lines: dict[tuple[str, ...], int] = {}
     for keys, line, first in _walk(node, (), lines):
         if sections is None or keys[0] in sections:
-            raise SettingsError(f"{source}:{line}: {'.'.join(keys)}: duplicate key (first on line {first})")
+            raise SettingsError(f"{source}:{line}: {key_path(keys)}: duplicate key (first on line {first})")
     return (data if data is not None else {}), _Context(source, lines)
 
 
@@ -301,7 +315,7 @@ class _Context:
             if line is not None:
                 break
         where = f"{self.source}:{line}" if line else self.source
-        dotted = ".".join(quote(k) if len(k) > 60 else k for k in keys).replace(".[", "[") or "(top level)"
+        dotted = key_path(keys).replace(".[", "[") or "(top level)"
         return SettingsError(f"{where}: {dotted}: {message}")
 
 

@@ -1,12 +1,16 @@
 """Logs, metrics and traces of the service — none of them carries user content by default.
 
 - Logs are one JSON object per line: ids, versions, lengths, token counts, latencies. Request and
-  answer text appear only when `LOG_CONTENT=true`, and then redacted: emails, phone numbers, card
-  numbers and API-key-like strings become `<kind:hash>` (HMAC-SHA256 keyed by `LOG_HASH_KEY` when
-  set), so an incident can still be correlated across lines without the value itself.
+  answer text appear only when `LOG_CONTENT=true`, and then redacted: emails (any script), phone
+  numbers, card numbers and API-key-like strings become `<kind:hash>` (HMAC-SHA256 keyed by
+  `LOG_HASH_KEY`: a Secret in k8s/; without it a hash of a known address can be recomputed), so an
+  incident can still be correlated across lines without the value itself. Redaction takes time
+  linear in the text, whatever the text (benchmarks/bench_redaction.py).
 - Metrics are Prometheus series in a registry of their own (one per server object, so tests can run
   several): `llm_requests_total{status, route}`, `llm_request_latency_seconds{route}`, `llm_tokens_total{kind}`,
-  per-call model series and the shadow comparisons, all labelled with the model and prompt version.
+  per-call model series, the shadow comparisons, requests in flight and refused (`llm_shed_requests_total`)
+  and whether the model endpoint answers (`llm_model_endpoint_up`), all labelled with the model and
+  prompt version.
 - Traces are OpenTelemetry spans with `gen_ai.*` attributes. Off unless configured
   (`OTEL_TRACES_EXPORTER=console|otlp`, or `OTEL_EXPORTER_OTLP_ENDPOINT` set); the SDK is imported
   only then. Message content goes on spans only with `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`,
@@ -32,17 +36,39 @@ TRUE = {"1", "true", "yes", "on"}
 
 # ----------------------------------------------------------------------------------------- redaction
 
+# Linear time on any text (a log line must never cost more than the request): every unbounded run
+# is possessive (`++`, `*+`: never given back, so never re-tried), and starts only where a run of its
+# characters starts (the lookbehind refuses a position inside one), so no character is scanned twice
+# by a pattern. Whether a run is a key, an email or a phone number is decided on the run, in Python.
 # Order matters: keys first (they may contain digit runs), cards before phones (both are digit runs).
-_SECRET = re.compile(
-    r"\bBearer\s+[A-Za-z0-9._~+/=-]{8,}"
-    r"|\b(?:sk|pk|rk)-[A-Za-z0-9_-]{16,}"
-    r"|\bAKIA[0-9A-Z]{16}\b"
-    r"|\bgh[pousr]_[A-Za-z0-9]{20,}"
-    r"|\b(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{32,}\b"
-)
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-_CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
-_PHONE = re.compile(r"(?<![\w-])\+?\(?\d[\d ().-]{7,}\d(?![\w-])")
+_BEARER = re.compile(r"\bBearer\s++[A-Za-z0-9._~+/=-]++")
+_TOKEN = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]++")
+_EMAIL = re.compile(r"(?<![\w.%+-])[\w.%+-]++@[\w-]++(?:\.[\w-]++)++")  # \w: jöhn@exämple.de too
+_CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")  # bounded: at most 37 characters a try
+_PHONE = re.compile(r"(?<![\w-])\+?\(?\d[\d ().-]*+")
+PATTERNS = (_BEARER, _TOKEN, _EMAIL, _CARD, _PHONE)
+
+_KEY_PREFIX = re.compile(r"(?<![A-Za-z0-9_])(?:(?:sk|pk|rk)-[A-Za-z0-9_-]{16}|gh[pousr]_[A-Za-z0-9]{20})")
+_AWS_KEY = re.compile(r"AKIA[0-9A-Z]{16}")
+_TLD = re.compile(r"[^\W\d_]{2,}")
+_NOT_DIGIT = re.compile(r"\D")
+
+
+def _is_key(token: str) -> bool:
+    """A provider key (sk-, pk-, rk-, gh?_, AKIA), or any long token that mixes letters and digits."""
+    if _KEY_PREFIX.search(token) or _AWS_KEY.fullmatch(token):
+        return True
+    return len(token) >= 32 and re.search(r"[0-9]", token) is not None and re.search(r"[A-Za-z]", token) is not None
+
+
+def _phone_end(run: str, after: str) -> int:
+    """Where the phone number in `run` ends: after its last digit that is not glued to a word or a
+    dash (`after` is the character following the run); 0 when there is none."""
+    for i in range(len(run) - 1, -1, -1):
+        following = run[i + 1] if i + 1 < len(run) else after
+        if run[i].isdigit() and not (following.isalnum() or following in "_-"):
+            return i + 1
+    return 0
 
 
 def _luhn(digits: str) -> bool:
@@ -67,18 +93,31 @@ class Redactor:
         return f"<{kind}:{digest}>"
 
     def __call__(self, text: str) -> str:
-        text = _SECRET.sub(lambda m: self.token("secret", m.group()), text)
-        text = _EMAIL.sub(lambda m: self.token("email", m.group()), text)
+        def bearer(m: re.Match[str]) -> str:
+            return self.token("secret", m.group()) if len(m.group().split()[-1]) >= 8 else m.group()
+
+        def key(m: re.Match[str]) -> str:
+            return self.token("secret", m.group()) if _is_key(m.group()) else m.group()
+
+        def email(m: re.Match[str]) -> str:
+            ok = _TLD.fullmatch(m.group().rpartition(".")[2])
+            return self.token("email", m.group()) if ok else m.group()
 
         def card(m: re.Match[str]) -> str:
-            digits = re.sub(r"\D", "", m.group())
+            digits = _NOT_DIGIT.sub("", m.group())
             return self.token("card", digits) if _luhn(digits) else m.group()
 
-        text = _CARD.sub(card, text)
-
         def phone(m: re.Match[str]) -> str:
-            return self.token("phone", m.group()) if len(re.sub(r"\D", "", m.group())) >= 9 else m.group()
+            run = m.group()
+            end = _phone_end(run, m.string[m.end() : m.end() + 1])
+            if len(_NOT_DIGIT.sub("", run[:end])) < 9:
+                return run
+            return self.token("phone", run[:end]) + run[end:]
 
+        text = _BEARER.sub(bearer, text)
+        text = _TOKEN.sub(key, text)
+        text = _EMAIL.sub(email, text)
+        text = _CARD.sub(card, text)
         return _PHONE.sub(phone, text)
 
 
@@ -165,6 +204,16 @@ class Metrics:
             registry=r,
         )
         self.info = Gauge("llm_app_info", "The served version (value 1)", ["alias", "version", *names], registry=r)
+        self.inflight = Gauge("llm_inflight_requests", "Requests being answered now", names, registry=r)
+        self.shed = Counter(
+            "llm_shed_requests",
+            "Requests refused with 429 before any model call (reason: capacity | client_concurrency | client_rate)",
+            ["reason", *names],
+            registry=r,
+        )
+        self.model_up = Gauge(
+            "llm_model_endpoint_up", "1 when the model endpoint answered the last probe, else 0", names, registry=r
+        )
 
     def label(self, metric: Any, **extra: str) -> Any:
         return metric.labels(**extra, **self._labels)

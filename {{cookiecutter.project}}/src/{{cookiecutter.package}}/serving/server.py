@@ -1,52 +1,90 @@
-"""`<project> serve`: the HTTP service around any app (FastAPI on uvicorn).
+"""`<project> serve`: the HTTP service around any app (ASGI on uvicorn, one event loop).
 
     POST /v1/<flow>          each flow of the app: its request body -> its reply
     POST /v1/run/<prompt>    {"variables": {...}} -> the prompt's parsed output (`serve.prompt_routes`)
-    GET  /healthz            liveness: the process answers
-    GET  /readyz             readiness: prompts loaded and the model endpoint reachable (503 otherwise)
+    GET  /healthz            liveness: the event loop answers (never asks the model)
+    GET  /readyz             readiness: the version is loaded and the model takes our key (see below)
     GET  /metrics            Prometheus
 
-A request that does not match the flow's request schema (or the prompt's variables) is a 422 before
-any model call. Every response carries the served version in headers (`X-App-Version`, `X-Model`,
+Model calls are asynchronous (app/async_client.py, flows are `async def`): a request waiting on the
+model holds a coroutine, not a thread, so one process keeps `serve.max_inflight` requests in flight
+and the probes and /metrics answer in milliseconds whatever the model does.
+
+Every answer route, in order, before any model call:
+  401  `serve.api_keys_env` is set and the request has no valid `Authorization: Bearer <key>`
+  429  the caller is over `serve.client_max_inflight` / `serve.client_rate_per_s`, or the process is
+       answering `serve.max_inflight` requests already (with `Retry-After`; `llm_shed_requests_total`)
+  413  the body passes `serve.max_body_bytes` (read in chunks, so also a chunked body; never held whole)
+  422  the body is not JSON, holds NaN, a lone surrogate, deep nesting, or does not match the flow's
+       request schema (or the prompt's variables), or a text is longer than `serve.max_input_chars`
+then the answer, or
+  502  the model endpoint failed (an HTTP error, an unreadable answer)
+  503  the model endpoint cannot be reached (`Retry-After`)
+  504  a model call timed out, or the request passed its deadline, `serve.request_timeout_s`, which
+       covers everything from the first byte of the body to the reply.
+
+Readiness and a model outage: /readyz does NOT fail when the model endpoint is down or slow. Every
+pod shares that endpoint, so failing readiness would take every pod out of the Service at once and
+turn a degraded provider into a total outage (no answers, and no clear error either). Pods stay in
+rotation and answer 502/503/504 with a JSON body saying what failed; /readyz reports the endpoint's
+state in its body and `llm_model_endpoint_up` carries it to alerts. Readiness fails only for what
+is this pod's own fault: the endpoint refuses our key (401/403), so a rollout with a wrong key stops
+at its first pod. The endpoint is probed in the background (`GET /models`, at most every 2 s).
+
+Every response carries the served version in headers (`X-App-Version`, `X-Model`,
 `X-Prompt-Version`, `X-Model-Alias`); answers also carry `X-Request-Id` and `Server-Timing`
 (`model;dur=` is the time spent waiting on the model, so callers can see what the service adds).
 
 Configuration (the Kubernetes contract, see k8s/): `APP_MODEL_ALIAS` (champion | candidate),
 `APP_VERSION_SOURCE` (a version directory, default `.`; `registry` = MLflow, see registry/versions.py),
 `SHADOW_FRACTION` (0-1) with `SHADOW_ALIAS` / `SHADOW_SOURCE` (default: the other alias, same source),
-`LOG_CONTENT`, `LOG_HASH_KEY`, `OTEL_*`, and the model key in the env var that params.yaml names.
+`LOG_CONTENT`, `LOG_HASH_KEY`, `OTEL_*`, the model key in the env var that params.yaml names, and
+the service's API keys in the one `serve.api_keys_env` names.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import os
 import random
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .. import PROJECT
-from ..app.client import ChatClient, ModelError
-from ..app.contract import Answer, Reply, canonical, run_flow
-from ..app.runtime import Caller, client_chat, connect, sampling
+from ..app.client import ModelError, RetryPolicy
+from ..app.contract import Answer, Reply, arun_flow, canonical
+from ..app.runtime import AsyncCaller, Endpoint, async_client_chat, endpoint, sampling
 from ..errors import UserError
 from ..registry.versions import ALIASES, AppVersion, load
-from ..settings import EvalSettings, ServeSettings
+from ..settings import ModelSettings, ServeSettings
+from . import asgi, validation
+from .admission import ApiKeys, Capacity, ClientLimits, Refusal
 from .observability import Metrics, Redactor, Tracing, configure_logging, elapsed_ms, flag, gen_ai_attributes
+
+if TYPE_CHECKING:
+    from ..app.async_client import AsyncChatClient
 
 PROMPT_ROUTE = "/v1/run/"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 log = logging.getLogger(f"{__package__}.server")
+
+# What a model failure is to the caller: status and the sentence of the JSON body.
+MODEL_FAILURES = {
+    "timeout": (504, "the model did not answer in time"),
+    "transport": (503, "the model endpoint cannot be reached"),
+    "http": (502, "the model endpoint answered with an error"),
+    "parse": (502, "the model's answer could not be read"),
+}
 
 
 @dataclass(frozen=True)
@@ -61,6 +99,16 @@ class Target:
         return f"/v1/{self.name}" if self.kind == "flow" else f"{PROMPT_ROUTE}{self.name}"
 
 
+@dataclass(frozen=True)
+class Handled:
+    """A request answered: status, JSON body, extra headers, and the request body when it parsed."""
+
+    status: int
+    payload: dict[str, Any]
+    headers: dict[str, str]
+    body: Any = None
+
+
 def targets(version: AppVersion, serve: ServeSettings) -> dict[str, Target]:
     """path -> target of every POST route the version serves."""
     found = [Target("flow", name) for name in version.app.flows]
@@ -69,22 +117,27 @@ def targets(version: AppVersion, serve: ServeSettings) -> dict[str, Target]:
     return {t.path: t for t in found}
 
 
-def client_settings(serve: ServeSettings) -> EvalSettings:
-    """connect() takes its retry and pool knobs from EvalSettings; a server's are shorter."""
-    return EvalSettings(concurrency=serve.pool_size, max_attempts=serve.max_attempts, max_retry_s=serve.max_retry_s)
+def async_client(where: Endpoint, model: ModelSettings, serve: ServeSettings, connections: int) -> AsyncChatClient:
+    """The service's model client: the eval's retry policy with the service's shorter bounds."""
+    from ..app.async_client import AsyncChatClient
+
+    return AsyncChatClient(
+        where.base_url, where.model, where.api_key, timeout=(model.connect_timeout_s, model.read_timeout_s),
+        retry=RetryPolicy(max_attempts=serve.max_attempts, max_retry_s=serve.max_retry_s),
+        max_connections=connections, keepalive=serve.pool_size, json_schema_style=where.json_schema_style,
+    )  # fmt: skip
 
 
 class Runner:
     """Calls one version's prompts (the one render/call/parse path) with a span and metrics per call."""
 
-    def __init__(self, version: AppVersion, client: ChatClient, metrics: Metrics, tracing: Tracing) -> None:
+    def __init__(self, version: AppVersion, client: AsyncChatClient, metrics: Metrics, tracing: Tracing) -> None:
         self.version = version
-        self.call = Caller(version.prompts, client_chat(client, version.model))
+        self.client = client
+        self.call = AsyncCaller(version.prompts, async_client_chat(client, version.model))
         self.metrics = metrics
         self.tracing = tracing
-        base = client.url.removesuffix("/chat/completions")
-        self.models_url = base + "/models"
-        parts = urlsplit(base)
+        parts = urlsplit(client.url)
         system = "llama.cpp" if version.model.embedded else "openai"
         self._attributes = gen_ai_attributes(
             system, version.model.name, sampling(version.model), parts.hostname or "", parts.port
@@ -92,13 +145,13 @@ class Runner:
         # Shadow calls are labelled with the shadow's own model and prompt version.
         self._labels = {"model": version.model.name, "prompt_version": version.prompt_version}
 
-    def __call__(self, prompt_id: str, variables: Mapping[str, Any]) -> Answer:
+    async def __call__(self, prompt_id: str, variables: Mapping[str, Any]) -> Answer:
         prompt = self.version.prompts[prompt_id]
         attributes = {**self._attributes, "app.prompt.id": prompt_id, "app.prompt.version": prompt.version}
         with self.tracing.span(f"chat {self.version.model.name}", attributes) as span:
             started = time.perf_counter()
             try:
-                result = self.call(prompt_id, variables)
+                result = await self.call(prompt_id, variables)
             except ModelError as exc:
                 span.record_error(exc.kind)
                 self.metrics.model_calls.labels(prompt=prompt_id, outcome=exc.kind, **self._labels).inc()
@@ -116,11 +169,11 @@ class Runner:
         self.metrics.tokens.labels(kind="completion", **self._labels).inc(result.completion.tokens_out)
         return result
 
-    def answer(self, target: Target, request: Mapping[str, Any]) -> Reply:
+    async def answer(self, target: Target, request: Mapping[str, Any]) -> Reply:
         """The reply to a checked request. Raises the model's error."""
         if target.kind == "flow":
-            return run_flow(self.version.app.flows[target.name], self, self.version.data, request)
-        answer = self(target.name, request["variables"])
+            return await arun_flow(self.version.app.flows[target.name], self, self.version.data, request)
+        answer = await self(target.name, request["variables"])
         body = {"prompt": answer.prompt, "prompt_version": answer.prompt_version, "output": answer.output}
         return Reply(body, (answer,))
 
@@ -135,33 +188,36 @@ class Shadow:
     """Mirrors a fraction of requests to a second version in the background and records agreement.
 
     The mirror is offered only after the served answer is complete, and the request never waits for
-    it: it runs in a small pool of its own, and when that pool is busy it is dropped (counted), not
-    queued. Shadow calls still share the CPU and the model endpoint: keep SHADOW_FRACTION small.
+    it: it is a task of its own (in a fresh trace context), and when `max_inflight` are running it is
+    dropped (counted), not queued. Shadow calls still share the CPU and the model endpoint: keep
+    SHADOW_FRACTION small.
     """
 
     def __init__(self, runner: Runner, fraction: float, max_inflight: int, rand: Callable[[], float] = random.random):
         self.runner = runner
         self.fraction = fraction
+        self.max_inflight = max_inflight
         self._rand = rand
-        self._slots = threading.BoundedSemaphore(max_inflight)
-        self._pool = ThreadPoolExecutor(max_workers=max_inflight, thread_name_prefix="shadow")
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def offer(self, request_id: str, target: Target, request: Mapping[str, Any], decision: str) -> bool:
         if self.fraction <= 0 or self._rand() >= self.fraction:
             return False
-        counter = self.runner.metrics.shadow
-        if not self._slots.acquire(blocking=False):
-            counter.labels(outcome="dropped", shadow_version=self.runner.version.id).inc()
+        if len(self._tasks) >= self.max_inflight:
+            self.runner.metrics.shadow.labels(outcome="dropped", shadow_version=self.runner.version.id).inc()
             return False
-        self._pool.submit(self._compare, request_id, target, request, decision)
+        coroutine = self._compare(request_id, target, request, decision)
+        task = asyncio.get_running_loop().create_task(coroutine, context=contextvars.Context())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         return True
 
-    def _compare(self, request_id: str, target: Target, request: Mapping[str, Any], decision: str) -> None:
+    async def _compare(self, request_id: str, target: Target, request: Mapping[str, Any], decision: str) -> None:
         started = time.perf_counter()
         try:
             fields: dict[str, Any] = {}
             try:
-                reply = self.runner.answer(target, request)
+                reply = await self.runner.answer(target, request)
                 outcome = "agree" if self.runner.decision(target, reply) == decision else "disagree"
             except ModelError as exc:
                 outcome, fields = "error", {"error_kind": exc.kind}
@@ -182,34 +238,54 @@ class Shadow:
             )
         except Exception:  # a shadow bug must never surface anywhere near a user
             log.exception("shadow_failed", extra={"fields": {"request_id": request_id}})
-        finally:
-            self._slots.release()
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.runner.client.aclose()
 
 
-@dataclass
 class Service:
-    """What one server process holds: the served version, its runner, telemetry and the shadow."""
+    """What one server process holds: the served version, its runner, telemetry, admission and the shadow."""
 
-    runner: Runner
-    serve: ServeSettings
-    redactor: Redactor
-    log_content: bool = False
-    shadow: Shadow | None = None
-    ready_ttl_s: float = 2.0  # probes come every few seconds; the model endpoint is asked at most this often
-    _ready_cache: tuple[float, bool, str] = (-1e9, False, "")
+    ready_ttl_s = 2.0  # probes come every few seconds; the model endpoint is asked at most this often
+
+    def __init__(
+        self,
+        runner: Runner,
+        serve: ServeSettings,
+        redactor: Redactor,
+        log_content: bool = False,
+        shadow: Shadow | None = None,
+        keys: ApiKeys | None = None,
+    ) -> None:
+        self.runner = runner
+        self.serve = serve
+        self.redactor = redactor
+        self.log_content = log_content
+        self.shadow = shadow
+        self.keys = keys
+        self.capacity = Capacity(serve.max_inflight)
+        self.clients = ClientLimits(serve.client_max_inflight, serve.client_rate_per_s)
+        self.targets = targets(self.version, serve)
+        flows = self.version.app.flows
+        self._checks = {
+            path: (validation.validator(flows[t.name].request), ())
+            if t.kind == "flow"
+            else (None, self.version.prompts[t.name].variables)
+            for path, t in self.targets.items()
+        }
+        # Readiness: (ready, what /readyz says); refreshed in the background, read without waiting.
+        self._ready: tuple[bool, dict[str, str]] = (True, {"status": "ready", "model_endpoint": "not probed yet"})
+        self._probed_at = -1e9
+        self._probe: asyncio.Task[None] | None = None
 
     @property
     def version(self) -> AppVersion:
         return self.runner.version
 
-    @property
-    def targets(self) -> dict[str, Target]:
-        return targets(self.version, self.serve)
-
-    def version_headers(self) -> list[tuple[bytes, bytes]]:
+    def version_headers(self) -> asgi.Headers:
         v = self.version
         return [
             (b"x-app-version", v.id.encode()),
@@ -218,74 +294,154 @@ class Service:
             (b"x-model-alias", v.alias.encode()),
         ]
 
-    def ready(self) -> tuple[bool, str]:
-        """Prompts loaded and the model endpoint answering (cached for `ready_ttl_s`)."""
-        checked, ok, reason = self._ready_cache
-        if time.monotonic() - checked < self.ready_ttl_s:
-            return ok, reason
-        ok, reason = self._probe_model()
-        self._ready_cache = (time.monotonic(), ok, reason)
-        return ok, reason
+    # ------------------------------------------------------------------------------------ lifecycle
 
-    def _probe_model(self) -> tuple[bool, str]:
-        import requests
+    async def start(self) -> None:
+        """Before the first request: know whether the endpoint takes our key (readiness from the start)."""
+        await self.refresh()
 
+    async def stop(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+        if self.shadow is not None:
+            await self.shadow.close()
+        await self.runner.client.aclose()
+
+    # ------------------------------------------------------------------------------------ readiness
+
+    def readiness(self) -> tuple[bool, dict[str, str]]:
+        """The last known state, at once; a background probe refreshes it when older than ready_ttl_s."""
+        stale = time.monotonic() - self._probed_at >= self.ready_ttl_s
+        if stale and (self._probe is None or self._probe.done()):
+            self._probe = asyncio.get_running_loop().create_task(self.refresh())
+        return self._ready
+
+    async def refresh(self) -> None:
+        """Probe the model endpoint once and record what it means for readiness (see the module doc)."""
+        self._probed_at = time.monotonic()
+        up, ready, reason = False, True, ""
         if not self.version.prompts:
-            return False, "no prompts loaded"
-        headers = {}
-        key = self.version.model.api_key()
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        try:
-            with requests.Session() as session:
-                session.trust_env = False
-                status = session.get(self.runner.models_url, headers=headers, timeout=(1.0, 2.0)).status_code
-        except requests.RequestException as exc:
-            return False, f"model endpoint unreachable ({type(exc).__name__})"
-        # 404: an endpoint without /models is still up; 401/403: the key is wrong, so not ready.
-        if status >= 500 or status in (401, 403):
-            return False, f"model endpoint answered HTTP {status}"
-        return True, "ok"
-
-    def check(self, target: Target, body: Any) -> str | None:
-        """Why `body` is not a valid request for `target` (a 422), or None."""
-        if not isinstance(body, dict):
-            return "the request body must be a JSON object"
-        if target.kind == "flow":
-            problem = _schema_problem(self.version.app.flows[target.name].request, body)
+            ready, state = False, "no prompts loaded"
+            reason = state
         else:
-            problem = _variables_problem(self.version.prompts[target.name].variables, body)
-        return problem or _too_long(body, self.serve.max_input_chars)
-
-    def handle(self, target: Target, body: Any, request_id: str) -> tuple[int, dict[str, Any], dict[str, str]]:
-        """Status, JSON body and extra headers of one request; logs one line, never raises."""
-        started = time.perf_counter()
-        fields: dict[str, Any] = {
-            "request_id": request_id,
-            "route": target.path,
-            "trace_id": self.runner.tracing.trace_id(),
-        }
-        reply: Reply | None = None
-        payload: dict[str, Any]
-        problem = self.check(target, body)
-        if problem:
-            status, payload = 422, {"error": "invalid_request", "detail": problem}
-        else:
-            fields["request_chars"] = len(json.dumps(body, ensure_ascii=False))
             try:
-                reply = self.runner.answer(target, body)
-                payload = {**reply.body, "request_id": request_id, "version": self._version_body()}
-                status = 200
+                status = await self.runner.client.ping()
             except ModelError as exc:
-                # 504 when the model timed out, 502 for any other upstream failure.
-                status = 504 if exc.kind == "timeout" else 502
-                payload = {"error": "model_unavailable", "kind": exc.kind, "request_id": request_id}
-                fields.update(error_kind=exc.kind, attempts=exc.attempts)
-            except Exception:
-                log.exception("request_failed", extra={"fields": {"request_id": request_id}})
-                status, payload = 500, {"error": "internal", "request_id": request_id}
+                state = f"unreachable ({exc.kind})"
+            else:
+                up = status < 500 and status not in (401, 403)  # 404: no /models, still up
+                state = "ok" if up else f"answered HTTP {status}"
+                if status in (401, 403):
+                    ready, reason = False, f"the model endpoint refuses our key (HTTP {status})"
+        self.runner.metrics.label(self.runner.metrics.model_up).set(1 if up else 0)
+        body = {"status": "ready" if ready else "not ready", "model_endpoint": state}
+        if reason:
+            body["reason"] = reason
+        self._ready = (ready, body)
+
+    # -------------------------------------------------------------------------------------- answers
+
+    async def handle(self, target: Target, request: asgi.Request) -> Handled:
+        """The response to one request; logs one line, never raises."""
+        started = time.perf_counter()
+        request_id = request_id_from(request.headers.get("x-request-id"))
+        fields: dict[str, Any] = {"request_id": request_id, "route": target.path}
+        headers = {"X-Request-Id": request_id}
+        status, payload, body, reply = await self._admitted(target, request, fields, headers)
+        if status >= 500:
+            payload["request_id"] = request_id
+        self._finish(target, request_id, started, status, body, reply, fields, headers)
+        return Handled(status, payload, headers, body)
+
+    async def _admitted(
+        self, target: Target, request: asgi.Request, fields: dict[str, Any], headers: dict[str, str]
+    ) -> tuple[int, dict[str, Any], Any, Reply | None]:
+        """Key, caller limits and capacity first (no body read, no model call), then the answer
+        within the request's deadline."""
+        caller = request.client
+        if self.keys is not None:
+            key = self.keys.caller(request.headers.get("authorization"))
+            if key is None:
+                headers["WWW-Authenticate"] = "Bearer"
+                detail = "this route needs `Authorization: Bearer <key>` with a valid key"
+                return 401, {"error": "unauthorized", "detail": detail}, None, None
+            caller = fields["caller"] = key
+        refusal = self.clients.enter(caller)
+        if refusal is not None:
+            return (*self._refused(refusal, headers), None, None)
+        try:
+            refusal = self.capacity.enter()
+            if refusal is not None:
+                return (*self._refused(refusal, headers), None, None)
+            inflight = self.runner.metrics.label(self.runner.metrics.inflight)
+            inflight.inc()
+            try:
+                async with asyncio.timeout(self.serve.request_timeout_s):
+                    return await self._answer(target, request, fields)
+            except TimeoutError:
+                detail = f"no answer within {self.serve.request_timeout_s:g} s (serve.request_timeout_s)"
+                fields["error_kind"] = "deadline"
+                return 504, {"error": "deadline_exceeded", "detail": detail}, None, None
+            finally:
+                inflight.dec()
+                self.capacity.leave()
+        finally:
+            self.clients.leave(caller)
+
+    def _refused(self, refusal: Refusal, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        self.runner.metrics.label(self.runner.metrics.shed, reason=refusal.reason).inc()
+        if refusal.retry_after_s is not None:
+            headers["Retry-After"] = str(refusal.retry_after_s)
+        return refusal.status, {"error": "too_many_requests", "reason": refusal.reason, "detail": refusal.detail}
+
+    async def _answer(
+        self, target: Target, request: asgi.Request, fields: dict[str, Any]
+    ) -> tuple[int, dict[str, Any], Any, Reply | None]:
+        limit = self.serve.max_body_bytes
+        try:
+            raw = await request.body(limit)
+        except asgi.BodyTooLarge:
+            detail = f"the request body is larger than {limit} bytes (serve.max_body_bytes)"
+            return 413, {"error": "too_large", "detail": detail}, None, None
+        except asgi.ClientGone:
+            return 499, {"error": "client_closed_request"}, None, None
+        try:
+            body = validation.parse(raw)
+        except validation.Invalid as exc:
+            return 422, {"error": "invalid_request", "detail": str(exc)}, None, None
+        schema, variables = self._checks[target.path]
+        problem = validation.problem(body, schema, variables, self.serve.max_input_chars)
+        if problem:
+            return 422, {"error": "invalid_request", "detail": problem}, body, None
+        fields["request_chars"] = len(raw)
+        try:
+            reply = await self.runner.answer(target, body)
+        except ModelError as exc:
+            status, detail = MODEL_FAILURES.get(exc.kind, (502, "the model call failed"))
+            fields.update(error_kind=exc.kind, attempts=exc.attempts)
+            return status, {"error": "model_unavailable", "kind": exc.kind, "detail": detail}, body, None
+        except Exception:
+            log.exception("request_failed", extra={"fields": {"request_id": fields["request_id"]}})
+            return 500, {"error": "internal"}, body, None
+        payload = {**reply.body, "request_id": fields["request_id"], "version": self._version_body()}
+        return 200, payload, body, reply
+
+    def _finish(
+        self,
+        target: Target,
+        request_id: str,
+        started: float,
+        status: int,
+        body: Any,
+        reply: Reply | None,
+        fields: dict[str, Any],
+        headers: dict[str, str],
+    ) -> None:
+        """Server-Timing, the shadow offer and the request's log line."""
         latency = elapsed_ms(started)
-        headers = {"X-Request-Id": request_id, "Server-Timing": f"app;dur={latency}"}
+        headers["Server-Timing"] = f"app;dur={latency}"
+        if status == 503:
+            headers["Retry-After"] = "1"
         if reply is not None:
             headers["Server-Timing"] = f"model;dur={reply.model_ms:.3f}, app;dur={latency}"
             fields.update(
@@ -307,144 +463,113 @@ class Service:
         v = self.version
         fields.update(
             status=status, latency_ms=latency, alias=v.alias, version=v.id, model=v.model.name,
-            prompt_version=v.prompt_version,
+            prompt_version=v.prompt_version, trace_id=self.runner.tracing.trace_id(),
         )  # fmt: skip
         log.info("request", extra={"fields": fields})
-        return status, payload, headers
 
     def _version_body(self) -> dict[str, str]:
         v = self.version
         return {"alias": v.alias, "id": v.id, "model": v.model.name, "prompt_version": v.prompt_version}
 
 
-def _schema_problem(schema: Mapping[str, Any], body: Any) -> str | None:
-    import jsonschema
-
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(body))
-    if error is None:
-        return None
-    where = ".".join(map(str, error.absolute_path)) or "(body)"
-    return f"{where}: {error.message[:200]}"
-
-
-def _variables_problem(variables: tuple[str, ...], body: Mapping[str, Any]) -> str | None:
-    given = body.get("variables")
-    if set(body) != {"variables"} or not isinstance(given, dict):
-        return 'expected {"variables": {...}} and nothing else'
-    if set(given) != set(variables):
-        return f"variables: expected exactly {', '.join(variables) or 'none'}"
-    if not all(isinstance(v, str) and v.strip() for v in given.values()):
-        return "variables: every value must be a non-empty string"
-    return None
-
-
-def _too_long(value: Any, limit: int) -> str | None:
-    if isinstance(value, str):
-        return f"a text value is longer than {limit} characters" if len(value) > limit else None
-    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-    return next((p for p in (_too_long(v, limit) for v in children) if p), None)
-
-
 def request_id_from(header: str | None) -> str:
     return header if header and _REQUEST_ID.match(header) else uuid.uuid4().hex
 
 
-class Edge:
-    """ASGI middleware: version headers on every response; request count and latency per route.
+class Routes:
+    """The ASGI application of a Service: probes, metrics, the answer routes, the lifespan."""
 
-    Plain ASGI rather than BaseHTTPMiddleware: it adds microseconds, not a task per request.
-    """
+    JSON = b"application/json"
 
-    def __init__(self, app: Any, service: Service) -> None:
-        self.app = app
+    def __init__(self, service: Service) -> None:
         self.service = service
         self.headers = service.version_headers()
-        self.routes = set(service.targets)
         metrics = service.runner.metrics
         self._requests = metrics.requests
-        self._latency = {path: metrics.label(metrics.latency, route=path) for path in self.routes}
+        self._latency = {path: metrics.label(metrics.latency, route=path) for path in service.targets}
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+    async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
             return
+        if scope["type"] != "http":
+            return
+        request = asgi.Request.from_scope(scope, receive)
+        target = self.service.targets.get(request.path)
+        if target is not None:
+            if request.method != "POST":
+                await self._json(send, 405, {"error": "method_not_allowed"}, {"Allow": "POST"})
+                return
+            await self._answer(target, request, send)
+        elif request.path in ("/healthz", "/readyz", "/metrics"):
+            if request.method not in ("GET", "HEAD"):
+                await self._json(send, 405, {"error": "method_not_allowed"}, {"Allow": "GET"})
+            elif request.path == "/healthz":
+                await self._json(send, 200, {"status": "ok"})
+            elif request.path == "/readyz":
+                ok, body = self.service.readiness()
+                await self._json(send, 200 if ok else 503, body)
+            else:
+                payload, content_type = self.service.runner.metrics.render()
+                await asgi.respond(send, 200, payload, self.headers, content_type.encode())
+        else:
+            await self._json(send, 404, {"error": "not_found"})
+
+    async def _answer(self, target: Target, request: asgi.Request, send: asgi.Send) -> None:
+        service = self.service
+        tracing = service.runner.tracing
         started = time.perf_counter()
         status = 500
-
-        async def send_with_headers(message: dict) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), *self.headers]
-            await send(message)
-
+        attributes = {
+            "http.request.method": "POST",
+            "http.route": target.path,
+            "app.version": service.version.id,
+            "app.alias": service.version.alias,
+        }
         try:
-            await self.app(scope, receive, send_with_headers)
-        finally:
-            path = scope["path"]
-            if path in self.routes:
-                self.service.runner.metrics.label(self._requests, status=str(status), route=path).inc()
-                self._latency[path].observe(time.perf_counter() - started)
-
-
-def create_app(service: Service) -> Any:
-    """The ASGI application for `service`."""
-    from fastapi import Body, FastAPI, Header
-    from fastapi.responses import JSONResponse, Response
-
-    # Endpoints carry no return annotations: FastAPI would read them as response models.
-
-    api = FastAPI(title=PROJECT, docs_url=None, redoc_url=None, openapi_url=None)
-    tracing = service.runner.tracing
-
-    @api.get("/healthz")
-    def healthz():
-        return JSONResponse({"status": "ok"})
-
-    @api.get("/readyz")
-    def readyz():
-        ok, reason = service.ready()
-        return JSONResponse(
-            {"status": "ready" if ok else "not ready", "reason": reason}, status_code=200 if ok else 503
-        )
-
-    @api.get("/metrics")
-    def metrics():
-        payload, content_type = service.runner.metrics.render()
-        return Response(payload, media_type=content_type)
-
-    def route_for(target: Target) -> Callable[..., Any]:
-        # A plain `def`: FastAPI runs it in its threadpool, so blocking model calls are fine here.
-        # Defaults, not Annotated: these names are imported here, where FastAPI cannot resolve annotations.
-        def route(body: Any = Body(default=None), x_request_id: str | None = Header(default=None)):  # noqa: B008
-            request_id = request_id_from(x_request_id)
-            attributes = {
-                "http.request.method": "POST",
-                "http.route": target.path,
-                "app.request.id": request_id,
-                "app.version": service.version.id,
-                "app.alias": service.version.alias,
-            }
             with tracing.span(f"POST {target.path}", attributes, server=True) as span:
-                status, payload, headers = service.handle(target, body, request_id)
+                handled = await service.handle(target, request)
+                status, payload = handled.status, handled.payload
+                span.set_attribute("app.request.id", handled.headers["X-Request-Id"])
                 span.set_attribute("http.response.status_code", status)
                 if status >= 500:
                     span.record_error(str(payload.get("kind", payload["error"])))
-                if tracing.capture_content and isinstance(body, dict):
-                    span.set_attribute("app.request.content", service.redactor(json.dumps(body, ensure_ascii=False)))
+                if tracing.capture_content and isinstance(handled.body, dict):
+                    content = service.redactor(json.dumps(handled.body, ensure_ascii=False))
+                    span.set_attribute("app.request.content", content)
                     if status == 200:
                         reply = {k: v for k, v in payload.items() if k not in ("request_id", "version")}
-                        span.set_attribute(
-                            "app.response.content", service.redactor(json.dumps(reply, ensure_ascii=False))
-                        )
-            return Response(json.dumps(payload, ensure_ascii=False), status_code=status, headers=headers,
-                            media_type="application/json")  # fmt: skip
+                        content = service.redactor(json.dumps(reply, ensure_ascii=False))
+                        span.set_attribute("app.response.content", content)
+            await self._json(send, status, payload, handled.headers)
+        finally:
+            service.runner.metrics.label(self._requests, status=str(status), route=target.path).inc()
+            self._latency[target.path].observe(time.perf_counter() - started)
 
-        return route
+    async def _json(self, send: asgi.Send, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
+        extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+        await asgi.respond(send, status, asgi.json_bytes(payload), [*extra, *self.headers], self.JSON)
 
-    for path, target in service.targets.items():
-        api.add_api_route(path, route_for(target), methods=["POST"], name=path)
-    return Edge(api, service)
+    async def _lifespan(self, receive: asgi.Receive, send: asgi.Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.service.start()
+                except Exception as exc:
+                    log.exception("startup_failed")
+                    await send({"type": "lifespan.startup.failed", "message": type(exc).__name__})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.service.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(service: Service) -> Routes:
+    """The ASGI application for `service`."""
+    return Routes(service)
 
 
 @contextlib.contextmanager
@@ -458,23 +583,24 @@ def open_service(
     """Load the version(s), connect to the model(s) (starting the embedded one if configured)."""
     fraction = _fraction(env.get("SHADOW_FRACTION", "0"))
     version = load(alias, source)
+    serve = version.settings.serve
+    keys = ApiKeys.from_env(serve.api_keys_env, env)
     tracing = tracing or Tracing.from_env(env, PROJECT)
     metrics = Metrics(version.model.name, version.prompt_version)
     metrics.label(metrics.info, alias=alias, version=version.id).set(1)
-    serve = version.settings.serve
     with contextlib.ExitStack() as stack:
         stack.callback(tracing.shutdown)
-        client = stack.enter_context(connect(version.model, client_settings(serve)))
-        runner = Runner(version, client, metrics, tracing)
+        where = stack.enter_context(endpoint(version.model))
+        runner = Runner(version, async_client(where, version.model, serve, serve.max_inflight), metrics, tracing)
         shadow = None
         if fraction > 0:
             other = env.get("SHADOW_ALIAS") or next(a for a in ALIASES if a != alias)
             shadow_version = load(other, env.get("SHADOW_SOURCE") or source)
-            shadow_client = stack.enter_context(connect(shadow_version.model, client_settings(serve)))
+            shadow_where = stack.enter_context(endpoint(shadow_version.model))
+            shadow_client = async_client(shadow_where, shadow_version.model, serve, max(1, serve.shadow_max_inflight))
             shadow = Shadow(Runner(shadow_version, shadow_client, metrics, tracing), fraction,
                             serve.shadow_max_inflight, rand)  # fmt: skip
-            stack.callback(shadow.close)
-        yield Service(runner, serve, Redactor(env.get("LOG_HASH_KEY")), flag(env, "LOG_CONTENT"), shadow)
+        yield Service(runner, serve, Redactor(env.get("LOG_HASH_KEY")), flag(env, "LOG_CONTENT"), shadow, keys)
 
 
 def _fraction(text: str) -> float:
@@ -504,6 +630,8 @@ def main(argv: list[str] | None = None, prog: str = "serve") -> int:
     configure_logging(args.log_level)
     try:
         with open_service(args.alias, args.source, os.environ) as service:
+            if service.log_content and not os.environ.get("LOG_HASH_KEY"):
+                log.warning("log_content_unkeyed", extra={"fields": {"hint": "set LOG_HASH_KEY (a Secret in k8s/)"}})
             log.info(
                 "serving",
                 extra={
@@ -517,12 +645,14 @@ def main(argv: list[str] | None = None, prog: str = "serve") -> int:
                         "shadow_fraction": service.shadow.fraction if service.shadow else 0.0,
                         "log_content": service.log_content,
                         "tracing": service.runner.tracing.enabled,
+                        "api_keys": service.keys is not None,
+                        "max_inflight": service.serve.max_inflight,
                     }
                 },
             )
             config = uvicorn.Config(
                 create_app(service), host=args.host, port=args.port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=20, server_header=False,
+                timeout_graceful_shutdown=20, server_header=False, lifespan="on",
             )  # fmt: skip
             uvicorn.Server(config).run()
     except KeyboardInterrupt:  # SIGTERM replayed by uvicorn after a graceful shutdown

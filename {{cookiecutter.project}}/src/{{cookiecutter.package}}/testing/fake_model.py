@@ -4,7 +4,8 @@ They reach it over real HTTP, through our real client. WHAT it answers is a pure
 request, an "answerer" (`Request -> reply text`):
 
     echo                        the last user message without fault markers (the default)
-    golden_answers(golden, ...) the golden set's right answers (or chosen wrong ones), for any app
+    golden_answers(golden, ...) the golden set's right answers (or chosen wrong ones), for any app,
+                                as far as the prompt allows: a label it does not name is not known
 
 HOW it answers is the server's: `latency_s` per call; `error_every` (every Nth call fails with HTTP
 400 whose body echoes the message, as some providers do); `api_key` (any other key gets 401);
@@ -31,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import socket
 import threading
 import time
 from collections import Counter
@@ -99,7 +101,7 @@ def dont_know(request: Request) -> str:
     return json.dumps(answer)
 
 
-def golden_answers(golden: Path, wrong: dict[str, str] | None = None, *, needs_label: bool = False) -> Answerer:
+def golden_answers(golden: Path, wrong: dict[str, str] | None = None, *, needs_label: bool = True) -> Answerer:
     """The golden set's answers, for any app. A request is answered from the example whose input
     texts all appear in the request's system messages and last user turn (few-shot turns would
     match other examples), among those that can answer the fields the request's schema asks for;
@@ -111,11 +113,13 @@ def golden_answers(golden: Path, wrong: dict[str, str] | None = None, *, needs_l
       every prompt call of the flow gets the part of the reply it decides.
 
     `wrong`: example id -> a raw wrong answer, so a baseline is realistic rather than perfect.
-    `needs_label`: a label of an enum is known only while the system message names it, so a prompt
-    that drops its labels gets real pass -> fail flips. Anything else gets `dont_know`."""
+    `needs_label` (the default): the answers depend on the prompt, as a model's do - a label of an
+    enum is known only while the system message names it, so a prompt that drops a label gets real
+    pass -> fail flips, through the CLI too; False answers from the inputs alone. Anything else gets
+    `dont_know`."""
     wrong = wrong or {}
     entries = []
-    for line in Path(golden).read_text().splitlines():
+    for line in Path(golden).read_text().split("\n"):
         if line.strip():
             example = json.loads(line)
             entries.append((_texts(example["input"]), example, wrong.get(example["id"])))
@@ -233,7 +237,7 @@ class FakeModel:
         self._per_message: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
 
     @property
     def base_url(self) -> str:
@@ -242,18 +246,20 @@ class FakeModel:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> str:
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler_for(self))
+        self._server = _Server(("127.0.0.1", self.port), _handler_for(self))
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-model", daemon=True).start()
         return self.base_url
 
     def stop(self) -> None:
+        """The endpoint goes away: no new connections, and the kept-alive ones are cut too."""
         server, self._server = self._server, None
         if server is not None:
             self._closing.set()  # wakes `!hang` handlers
             server.shutdown()
             server.server_close()
+            server.cut_connections()
 
     def __enter__(self) -> FakeModel:
         self.start()
@@ -316,6 +322,32 @@ class FakeModel:
         return 200, {}, json.dumps(payload).encode()
 
 
+class _Server(ThreadingHTTPServer):
+    """Remembers its open connections, so that stopping cuts the keep-alive ones as a dead host would."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._connections: set[Any] = set()
+        self._connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def cut_connections(self) -> None:
+        with self._connections_lock:
+            connections, self._connections = list(self._connections), set()
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+
 def _schema(body: dict[str, Any]) -> dict[str, Any]:
     fmt = body.get("response_format") or {}
     schema = fmt.get("schema") or fmt.get("json_schema", {}).get("schema") or {}
@@ -371,7 +403,7 @@ def _handler_for(model: FakeModel) -> type[BaseHTTPRequestHandler]:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m <package>.testing.fake_model --port 8000 --latency-ms 50 [--golden eval/golden.jsonl]`:
-    serve until Ctrl-C (echo, or the golden set's answers)."""
+    serve until Ctrl-C (echo, or the golden set's answers as far as the prompts allow)."""
     import argparse
 
     parser = argparse.ArgumentParser(description="A fake OpenAI-compatible server on 127.0.0.1.")
