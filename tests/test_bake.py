@@ -63,7 +63,7 @@ DEFAULT_FILES = {
     "tests/test_cli.py", "tests/test_client.py", "tests/test_container.py", "tests/test_embedded.py",
     "tests/test_envfile.py", "tests/test_evaluate.py", "tests/test_gate.py", "tests/test_golden.py", "tests/test_observability.py",
     "tests/test_prompts.py", "tests/test_registry.py", "tests/test_runner.py", "tests/test_scorers.py",
-    "tests/test_server.py", "tests/test_server_limits.py", "tests/test_settings.py",
+    "tests/test_properties_server.py", "tests/test_server.py", "tests/test_server_limits.py", "tests/test_settings.py",
 }  # fmt: skip
 # The example app (example_app=support-bot): its code, prompts, data and tests, pruned with it.
 SUPPORT_BOT_FILES = {
