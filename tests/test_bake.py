@@ -62,7 +62,7 @@ DEFAULT_FILES = {
     "tests/test_bad_input.py", "tests/test_canary.py",
     "tests/test_cli.py", "tests/test_client.py", "tests/test_container.py", "tests/test_embedded.py",
     "tests/test_envfile.py", "tests/test_evaluate.py", "tests/test_gate.py", "tests/test_golden.py", "tests/test_observability.py",
-    "tests/test_prompts.py", "tests/test_registry.py", "tests/test_runner.py", "tests/test_scorers.py",
+    "tests/test_prompts.py", "tests/test_properties_cli.py", "tests/test_registry.py", "tests/test_runner.py", "tests/test_scorers.py",
     "tests/test_properties_server.py", "tests/test_server.py", "tests/test_server_limits.py", "tests/test_settings.py",
 }  # fmt: skip
 # The example app (example_app=support-bot): its code, prompts, data and tests, pruned with it.
@@ -215,6 +215,7 @@ def test_secrets_and_local_reports_are_never_committed(bake):
         return subprocess.run(["git", "check-ignore", "-q", path], cwd=project, check=False).returncode == 0
 
     local = (".env", "data/raw/.env", "eval/gate.md", ".cache/gate.log", ".cache/eval/x.jsonl", "mlflow.db")
+    local += (".hypothesis/examples",)
     assert [p for p in local if not ignored(p)] == []
     reviewed = ("eval/report.md", "eval/metrics.json", "eval/results.jsonl", "eval/catalogue.json", ".env.example")
     assert [p for p in (*reviewed, "eval/plots/tags.json", "models/version.json") if ignored(p)] == []

@@ -139,3 +139,14 @@ def test_an_output_path_that_cannot_be_written_is_one_line(project_with_raw, cap
     (project_with_raw / "blocker").write_text("a file where a directory should be\n")
     code, err = run(capsys, *PREPROCESS[:-4], "--out", "blocker/eval_set.jsonl", "--manifest", "m.json")
     assert (code, len(err)) == (2, 1) and err[0].startswith(f"{PROG} preprocess: error: blocker"), err
+
+
+def test_a_tag_metric_whose_tag_no_example_has_is_refused_before_any_call(project_with_raw, capsys):
+    params = project_with_raw / "params.yaml"
+    text = params.read_text()
+    params.write_text(text.replace("\n  min:\n", "\n  min:\n    tag_no_such_tag_pass_rate: 0.5\n", 1))
+    line = params.read_text().split("\n").index("    tag_no_such_tag_pass_rate: 0.5") + 1
+    code, err = run(capsys, "evaluate", "--eval-set", "eval/golden.jsonl")
+    assert code == 2 and len(err) == 1, err
+    expected = f"params.yaml:{line}: thresholds.min.tag_no_such_tag_pass_rate: no example in eval/golden.jsonl"
+    assert err[0].startswith(f"{PROG} evaluate: error: {expected} is tagged 'no_such_tag' (tags: "), err

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from {{ cookiecutter.package }}.cli import main as cli
 from {{ cookiecutter.package }}.evaluation.cache import ResponseCache
 from {{ cookiecutter.package }}.testing.fake_model import FakeModel
 
@@ -236,3 +238,54 @@ def test_the_key_in_dotenv_is_used_and_the_environment_wins(tmp_path):
         assert all(s.authorization == f"Bearer {SENTINEL}" for s in server.seen)
     for output in (used.stdout, used.stderr, wins.stdout, wins.stderr):
         assert from_file not in output and SENTINEL not in output
+
+
+def _labelled_prompt(prompts: Path):
+    """A shipped prompt with an enum in its output schema, one of its labels, and the system lines
+    naming it: (template path, label, lines to drop); None when no prompt has one."""
+    import yaml
+
+    for path in sorted(prompts.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        properties = (data.get("output_schema") or {}).get("properties") or {}
+        labels = [str(v) for p in properties.values() if isinstance(p, dict) for v in p.get("enum", [])]
+        system = "\n".join(m["content"] for m in data["messages"] if m["role"] == "system")
+        for label in labels[:-1]:  # the last is the catch-all the fake model answers when it does not know
+            lines = [line for line in system.splitlines() if re.search(rf"\b{re.escape(label)}\b", line)]
+            if lines:
+                return path, label, lines
+    return None
+
+
+def test_a_worse_prompt_is_caught_through_the_cli_with_the_fake_model(project):
+    """The fake model's golden mode (`python -m <package>.testing.fake_model --golden ...`) answers as
+    far as the prompt allows: a prompt that stops naming a label loses the examples that need it."""
+    found = _labelled_prompt(project / "prompts")
+    if found is None:
+        pytest.skip("no shipped prompt has labels for the fake model to miss")
+    template, label, lines = found
+    cmd = [sys.executable, "-m", f"{PACKAGE}.testing.fake_model", "--golden", "eval/golden.jsonl"]
+    fake = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE, text=True)
+    try:
+        url = fake.stdout.readline().strip()
+        params = project / "params.yaml"
+        text = re.sub(r"(?m)^(  base_url:) .*$", rf"\1 {url}", params.read_text(), count=1)
+        params.write_text(re.sub(r"(?m)^(  api_key_env:) .*$", r'\1 ""', text, count=1))
+        argv = ["evaluate", "--eval-set", "eval/golden.jsonl", "--no-cache"]
+        assert cli(argv) == 0
+        before = {r["id"]: r["passed"] for r in results(project)}
+        assert all(before.values()), [i for i, ok in before.items() if not ok]
+
+        worse = template.read_text()
+        for line in lines:
+            worse = worse.replace(line.strip(), "", 1)
+        template.write_text(worse)
+        assert cli(argv) == 0
+        after = {r["id"]: r["passed"] for r in results(project)}
+    finally:
+        fake.terminate()
+        fake.wait(timeout=10)
+    lost = sorted(i for i in before if before[i] and not after[i])
+    golden = [json.loads(line) for line in (project / "eval" / "golden.jsonl").read_text().splitlines() if line]
+    needs_label = sorted(g["id"] for g in golden if label in json.dumps(g.get("expected", "")))
+    assert lost and set(lost) <= set(needs_label), (label, lost)

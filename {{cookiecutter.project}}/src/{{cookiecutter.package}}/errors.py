@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import reprlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,13 @@ def quote(value: object, limit: int = QUOTE_CHARS) -> str:
     short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother = 3, 8, 6, limit, limit
     text = short.repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def key_path(keys: Iterable[object]) -> str:
+    """Keys as `a.b.c`, each one that is long or not plain printable text quoted: a key a user wrote
+    with a newline in it must not break the one line its error is."""
+    parts = [str(k) if isinstance(k, int) else k for k in keys]
+    return ".".join(p if isinstance(p, str) and p.isprintable() and len(p) <= QUOTE_CHARS else quote(p) for p in parts)
 
 
 def clip(message: str, limit: int = 300) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import UserError, clip, quote, read_text, schema_message
+from ..errors import UserError, clip, key_path, quote, read_text, schema_message
 
 PROMPTS_DIR = Path("prompts")
 SCHEMA_FILE = "schema.json"
@@ -129,7 +129,7 @@ def problems_in(data: Any, source: str, schema: Mapping[str, Any]) -> list[str]:
 
     validator = jsonschema.Draft202012Validator(schema)
     found = [
-        f"{source}: {'.'.join(map(str, e.absolute_path)) or '(top level)'}: {schema_message(e)}"
+        f"{source}: {key_path(e.absolute_path) or '(top level)'}: {schema_message(e)}"
         for e in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
     ]
     if found:
@@ -168,26 +168,26 @@ def output_schema_problems(schema: Mapping[str, Any], examples: list[Any], sourc
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
-        path = "".join(f".{p}" for p in exc.absolute_path)
-        return [f"{source}: output_schema{path}: not a valid JSON Schema ({schema_message(exc)})"]
+        path = key_path(("output_schema", *exc.absolute_path))
+        return [f"{source}: {path}: not a valid JSON Schema ({schema_message(exc)})"]
     validator = jsonschema.Draft202012Validator(schema)
     found = []
     for i, example in enumerate(examples):
-        where = f"{source}: examples[{i}].assistant"
+        where = f"{source}: examples[{i}]"
         answer = example["assistant"]
         if isinstance(answer, str):
             try:
                 answer = json.loads(answer)
             except ValueError:
-                found.append(f"{where}: not JSON, but the prompt has an output_schema")
+                found.append(f"{where}.assistant: not JSON, but the prompt has an output_schema")
                 continue
         try:
             errors = sorted(validator.iter_errors(answer), key=lambda e: list(map(str, e.absolute_path)))
         except Unresolvable as exc:
             return [f"{source}: output_schema: a $ref that cannot be resolved ({clip(str(exc))})"]
         for error in errors:
-            field = "".join(f".{p}" for p in error.absolute_path)
-            found.append(f"{where}{field}: {schema_message(error)} (the output_schema)")
+            field = key_path(("assistant", *error.absolute_path))
+            found.append(f"{where}.{field}: {schema_message(error)} (the output_schema)")
     return found
 
 

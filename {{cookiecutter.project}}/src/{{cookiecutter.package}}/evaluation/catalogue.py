@@ -66,6 +66,14 @@ def tag_metric(tag: str) -> Metric:
     )
 
 
+def tag_of(name: str) -> str | None:
+    """The tag of a `tag_<tag>_pass_rate` metric name; None for any other name."""
+    head, tail = "tag_", "_pass_rate"
+    if name.startswith(head) and name.endswith(tail) and len(name) > len(head) + len(tail):
+        return name[len(head) : -len(tail)]
+    return None
+
+
 def build(names: Iterable[str], scorers: Mapping[str, str], tags: Iterable[str]) -> dict[str, Metric]:
     """The catalogue of the metrics `names`, given the scorers (name -> what it checks) and tags seen."""
     known = {m.name: m for m in FIXED}
@@ -108,7 +116,7 @@ def known_name(name: str, scorers: Iterable[str]) -> bool:
     """Whether a metric of this name can exist (for settings that name metrics before any run)."""
     if name in FIXED_NAMES:
         return True
-    if name.startswith("tag_") and name.endswith("_pass_rate") and len(name) > len("tag__pass_rate"):
+    if tag_of(name) is not None:
         return True
     return any(name in {m.name for m in scorer_metrics(s, "")} for s in scorers)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import QUOTE_CHARS, UserError, clip, quote, read_text, schema_message
+from ..errors import QUOTE_CHARS, UserError, clip, key_path, quote, read_text, schema_message
 
 _TEXTS = {"type": "array", "items": {"type": "string", "minLength": 1}}
 EXAMPLE_SCHEMA: dict[str, Any] = {
@@ -97,7 +97,7 @@ def parse_lines(lines: Iterable[str], source: str) -> list[Example]:
             continue
         errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
         for error in errors:
-            path = ".".join(map(str, error.absolute_path))
+            path = key_path(error.absolute_path)
             if error.validator == "oneOf" and not path:
                 problems.append(f"{where}: needs exactly one of `prompt` (a prompt id) or `flow` (a flow of the app)")
             elif error.validator == "additionalProperties" and not path:
@@ -225,5 +225,5 @@ def _flow_problems(example: Example, name: str, flows: Mapping[str, Any], source
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(flow.request).iter_errors(example.input))
     if error is None:
         return []
-    path = ".".join(map(str, ("input", *error.absolute_path)))
+    path = key_path(("input", *error.absolute_path))
     return [f"{source}: {example.id}: {path}: {schema_message(error)} (the {name!r} flow's request schema)"]

@@ -19,10 +19,25 @@ from .. import settings as settings_mod
 from ..app.loader import load_app
 from ..app.prompts import load_all
 from ..app.runtime import client_chat, connect, endpoint_identity, sampling
-from ..errors import UserError
+from ..errors import UserError, quote
 from ..evaluation import catalogue, golden, metrics, report, runner
 from ..evaluation.cache import ResponseCache
 from ..evaluation.results import Result, dumps
+
+
+def check_tag_metrics(
+    config: settings_mod.Settings, examples: list[golden.Example], params: Path, eval_set: Path
+) -> None:
+    """A `tag_<tag>_pass_rate` in params.yaml must name a tag of the golden set: a typo there would
+    read as a missing metric (a missed bar, a gate that cannot judge) only after every model call."""
+    tags = {tag for example in examples for tag in example.tags}
+    for keys, name in settings_mod.metric_names(config):
+        tag = catalogue.tag_of(name)
+        if tag is not None and tag not in tags:
+            have = ", ".join(sorted(tags)[:20]) or "none"
+            raise settings_mod.SettingsError(
+                f"{settings_mod.locate(keys, params)}: no example in {eval_set} is tagged {quote(tag)} (tags: {have})"
+            )
 
 
 def main(argv: list[str] | None = None, prog: str = "evaluate") -> int:
@@ -43,6 +58,7 @@ def main(argv: list[str] | None = None, prog: str = "evaluate") -> int:
     app = load_app(config.app.entry)
     examples = golden.load(args.eval_set)
     golden.check_targets(examples, prompts, app.flows, str(args.eval_set))
+    check_tag_metrics(config, examples, args.params, args.eval_set)
     # The app's data files, read as the service reads them from a version, here from this checkout.
     data = app.load(args.params.parent) if any(e.flow for e in examples) else None
     model = config.model
