@@ -172,6 +172,14 @@ def test_a_lone_surrogate_or_a_non_json_value_is_a_422_not_a_500(fake, tmp_path)
         assert metric(url, "llm_requests_total", status="500") == 0
 
 
+def test_a_text_that_makes_an_empty_prompt_is_a_422(fake, tmp_path):
+    # The toy flow's schema takes any non-empty text; blanks only render its prompt empty.
+    with running(tmp_path, fake.base_url) as (url, _):
+        response = requests.post(f"{url}/v1/reply", json={"text": " \r\n"}, timeout=5)
+        assert response.status_code == 422 and "renders empty" in response.json()["detail"], response.text
+        assert fake.calls() == 0
+
+
 def test_model_errors_are_502_and_timeouts_504(tmp_path):
     with FakeModel(toy.answers, error_every=1) as failing, FakeModel(toy.answers, latency_s=1.0) as slow:
         with running(tmp_path, failing.base_url, name="a") as (url, _):

@@ -63,8 +63,9 @@ from urllib.parse import urlsplit
 from .. import PROJECT
 from ..app.client import ModelError, RetryPolicy
 from ..app.contract import Answer, Reply, arun_flow, canonical
+from ..app.prompts import PromptError
 from ..app.runtime import AsyncCaller, Endpoint, async_client_chat, endpoint, sampling
-from ..errors import UserError
+from ..errors import UserError, clip
 from ..registry.versions import ALIASES, AppVersion, load
 from ..settings import ModelSettings, ServeSettings
 from . import asgi, validation
@@ -420,6 +421,8 @@ class Service:
             status, detail = MODEL_FAILURES.get(exc.kind, (502, "the model call failed"))
             fields.update(error_kind=exc.kind, attempts=exc.attempts)
             return status, {"error": "model_unavailable", "kind": exc.kind, "detail": detail}, body, None
+        except PromptError as exc:  # the request's values do not make a prompt (e.g. only blanks)
+            return 422, {"error": "invalid_request", "detail": clip(str(exc), 300)}, body, None
         except Exception:
             log.exception("request_failed", extra={"fields": {"request_id": fields["request_id"]}})
             return 500, {"error": "internal"}, body, None
