@@ -31,7 +31,10 @@ CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityCla
 CLI_SUBCOMMANDS = {"prompts", "evaluate", "gate", "promote", "rollback", "serve", "canary"}
 CANARY_SUBCOMMANDS = {"analyze", "promote", "rollback"}
 MAKE_TARGETS_USED_BY_RUNBOOKS = {"rollback", "promote", "gate", "repro"}
-METRICS = {"llm_requests_total", "llm_request_latency_seconds_bucket", "llm_tokens_total"}
+METRICS = {
+    "llm_requests_total", "llm_request_latency_seconds_bucket", "llm_tokens_total", "llm_model_endpoint_up",
+    "llm_shed_requests_total",
+}  # fmt: skip
 RUNBOOKS = ("rollback.md", "alerting.md", "incident.md")
 OLDEST_KUBERNETES = "1.30"
 
@@ -358,15 +361,36 @@ def test_image_and_env(deployments: list[dict], objects: list[dict]):
         assert env["APP_MODEL_ALIAS"]["value"] == TRACKS[track]["alias"]
         assert env["MLFLOW_DISABLE_TELEMETRY"]["value"] == "true"
         assert env["DO_NOT_TRACK"]["value"] == "1"
-        for var, key in (("MLFLOW_TRACKING_URI", "mlflow-tracking-uri"), ("MODEL_API_KEY", "model-api-key")):
+        secrets = {
+            "MLFLOW_TRACKING_URI": "mlflow-tracking-uri", "MODEL_API_KEY": "model-api-key",
+            "LOG_HASH_KEY": "log-hash-key", "APP_API_KEYS": "api-keys",
+        }  # fmt: skip
+        for var, key in secrets.items():
             ref = env[var]["valueFrom"]["secretKeyRef"]
             assert (ref["name"], ref["key"]) == ("llm-app-secrets", key)
             assert "value" not in env[var]
+        # Logged text is hashed with a key in every pod (LOG_CONTENT can be switched on at any time);
+        # the callers' keys are optional, as the auth they serve is.
+        assert not env["LOG_HASH_KEY"]["valueFrom"]["secretKeyRef"].get("optional", False)
+        assert env["APP_API_KEYS"]["valueFrom"]["secretKeyRef"]["optional"] is True
         refs = [e["configMapRef"]["name"] for e in c["envFrom"]]
         assert refs == ["llm-app-config"] and "llm-app-config" in configmaps
     data = configmaps["llm-app-config"]["data"]
     assert data["SHADOW_FRACTION"] == "0" and data["LOG_CONTENT"] == "false"
     assert _of_kind(objects, "Secret") == [], "secrets are created by hand, never committed"
+
+
+def test_the_install_creates_every_secret_key_the_pods_read(deployments: list[dict], project: Path):
+    """k8s/README.md's `kubectl create secret` names every key the manifests read from the Secret."""
+    used = {
+        e["valueFrom"]["secretKeyRef"]["key"]
+        for dep in deployments
+        for c in dep["spec"]["template"]["spec"]["containers"]
+        for e in c["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    install = next(c for c in _shell_commands((project / "k8s" / "README.md").read_text()) if "create secret" in c)
+    assert set(re.findall(r"--from-literal=([a-z-]+)=", install)) == used
 
 
 def test_services_select_deployments(objects: list[dict], deployments: list[dict]):
