@@ -150,3 +150,14 @@ def test_a_tag_metric_whose_tag_no_example_has_is_refused_before_any_call(projec
     assert code == 2 and len(err) == 1, err
     expected = f"params.yaml:{line}: thresholds.min.tag_no_such_tag_pass_rate: no example in eval/golden.jsonl"
     assert err[0].startswith(f"{PROG} evaluate: error: {expected} is tagged 'no_such_tag' (tags: "), err
+
+
+@pytest.mark.parametrize("entry", [".relative:APP", "x" * 2_000_000 + ":APP", "no_colon", "json:loads"])
+def test_a_bad_app_entry_is_one_short_line(project_with_raw, capsys, entry):
+    import re
+
+    params = project_with_raw / "params.yaml"
+    params.write_text(re.sub(r"(?m)^  entry: .*$", f'  entry: "{entry}"', params.read_text(), count=1))
+    code, err = run(capsys, "evaluate", "--eval-set", "eval/golden.jsonl")
+    assert (code, len(err)) == (2, 1) and len(err[0]) < 400, err[0][:400]
+    assert err[0].startswith(f"{PROG} evaluate: error: app.entry: "), err

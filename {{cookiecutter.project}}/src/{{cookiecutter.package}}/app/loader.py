@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import UserError
+from ..errors import UserError, clip, quote
 from .contract import App, is_async
 
 PROMPTS_ONLY = App(name="prompts")
@@ -21,15 +21,15 @@ def load_app(entry: str) -> App:
         return PROMPTS_ONLY
     module_name, sep, attribute = entry.partition(":")
     if not sep or not module_name or not attribute:
-        raise UserError(f"app.entry: {entry!r} must be 'module:attribute', e.g. 'my_package.review:APP'")
+        raise UserError(f"app.entry: {quote(entry)} must be 'module:attribute', e.g. 'my_package.review:APP'")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UserError(f"app.entry: cannot import {module_name!r} ({exc})") from None
+    except (ImportError, TypeError, ValueError) as exc:  # TypeError: a relative name such as `.x`
+        raise UserError(f"app.entry: cannot import {quote(module_name)} ({clip(str(exc), 120)})") from None
     app = getattr(module, attribute, None)
     if not isinstance(app, App):
         found = "nothing" if app is None else type(app).__name__
-        raise UserError(f"app.entry: {entry!r} must name an App (see app/contract.py), found {found}")
+        raise UserError(f"app.entry: {quote(entry)} must name an App (see app/contract.py), found {found}")
     for name, flow in app.flows.items():
         if not is_async(flow.run):
             raise UserError(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError, decode
+from ..errors import QUOTE_CHARS, UserError, clip, decode, quote
 from ..evaluation import catalogue as catalogue_mod
 from ..evaluation.metrics import is_number
 from ..evaluation.results import Result, ResultsError
@@ -35,7 +35,9 @@ def git(*args: str) -> subprocess.CompletedProcess:
 
 def check_base(base: str) -> None:
     if git("rev-parse", "--verify", "--quiet", f"{base}^{{commit}}").returncode != 0:
-        raise GateInputError(f"unknown base revision {base!r}: fetch it first (in CI: `make fetch-base BASE=<branch>`)")
+        raise GateInputError(
+            f"unknown base revision {quote(base)}: fetch it first (in CI: `make fetch-base BASE=<branch>`)"
+        )
 
 
 def at_base(base: str, path: str) -> str | None:
@@ -165,7 +167,8 @@ def check_head(metrics: Mapping[str, Any], required: Sequence[str], source: str)
         if name not in metrics:
             raise GateInputError(f"required metric {name!r} is missing from {source} (gate.required)")
         if not is_number(metrics[name]):
-            raise GateInputError(f"required metric {name!r} is {json.dumps(metrics[name])} in {source}, not a number")
+            shown = clip(json.dumps(metrics[name]), QUOTE_CHARS)
+            raise GateInputError(f"required metric {name!r} is {shown} in {source}, not a number")
 
 
 def read_policy(text: str, source: str) -> Policy:
