@@ -34,6 +34,13 @@ def test_server_tracking_registers_promotes_and_serves_the_champion(tmp_path):
     cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}", "--artifacts-destination", str(store / "art")]
     cmd += ["--workers", "1"]
+    # Before the server is up: one line naming params.yaml's URL, at once (MLflow alone retries
+    # for about 4 minutes without a word).
+    refused = run(project, "support-bot", "promote", env=env, check=False, timeout=60)
+    assert refused.returncode == 2 and refused.stderr == (
+        f"support-bot promote: error: MLflow store http://127.0.0.1:{port}: cannot connect (connection refused): "
+        "is the tracking server running at that URL?\n"
+    )
     with server(cmd, f"http://127.0.0.1:{port}/health", cwd=store, project=project), fake_model(project) as model:
         run(project, "python", "-m", "dvc", "repro", env=env)
         run(project, "support-bot", "promote", env=env)

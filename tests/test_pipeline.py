@@ -87,6 +87,18 @@ def test_repro_registers_a_candidate_with_its_run_prompts_and_lineage(pipeline):
         assert registered.tags["content_hash"] == content_hash
 
 
+def test_the_register_stage_prints_only_its_own_lines(pipeline):
+    """On a fresh store: no MLflow INFO lines (table creation, a new experiment), none of the lines
+    its registration prints, no type-hint warning in colour; MLflow's errors would still show."""
+    out = pipeline.first.stdout
+    stage = out[out.index("Running stage 'register':") :].splitlines()[1:]
+    stage = stage[: next(i for i, line in enumerate(stage) if line.startswith("Updating lock file"))]
+    assert stage[0].startswith("> python -m support_bot register ")
+    assert stage[1:] == ["registered support-bot version 1 as candidate (models/version.json)"]
+    for noise in ("mlflow", "MLflow", "INFO", "Warning", "\x1b["):
+        assert noise not in pipeline.first.stderr, pipeline.first.stderr
+
+
 def test_second_repro_is_a_no_op_and_a_prompt_change_reruns_only_its_examples(pipeline):
     project = pipeline.project
     calls = pipeline.model.calls()
@@ -168,3 +180,17 @@ def test_registered_app_answers_on_the_embedded_model(pipeline):
     answers = predict(pipeline, "candidate", model_config={"base_url": "embedded"})
     assert answers[0]["text"].strip() and answers[0]["prompt"] == "classify_intent"
     assert pipeline.model.calls() == calls, "the fake server must not have answered"
+
+
+def test_a_failed_register_keeps_the_last_registered_record(pipeline, tmp_path):
+    """DVC deletes a stage's outputs before it runs: `persist` keeps models/version.json when the
+    register stage then fails (here: the store is a corrupt file)."""
+    record = (pipeline.project / "models/version.json").read_bytes()
+    corrupt = tmp_path / "mlflow.db"
+    corrupt.write_bytes(b"\x00 not a database " * 100)
+    env = {**pipeline.env, "MLFLOW_TRACKING_URI": f"sqlite:///{corrupt}"}
+    failed = run(pipeline.project, "python", "-m", "dvc", "repro", "--force", "--single-item", "register",
+                 env=env, check=False)  # fmt: skip
+    assert failed.returncode != 0
+    assert (pipeline.project / "models/version.json").read_bytes() == record
+    assert f"register: error: MLflow store sqlite:///{corrupt}: the file is not an SQLite database" in failed.stderr
