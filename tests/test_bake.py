@@ -214,8 +214,8 @@ def test_secrets_and_local_reports_are_never_committed(bake):
     def ignored(path: str) -> bool:
         return subprocess.run(["git", "check-ignore", "-q", path], cwd=project, check=False).returncode == 0
 
-    local = (".env", "data/raw/.env", "eval/gate.md", ".cache/gate.log", ".cache/eval/x.jsonl", "mlflow.db")
-    local += (".hypothesis/examples",)
+    local = (".env", "data/raw/.env", "eval/gate.md", ".cache/gate.log", ".cache/eval/x.jsonl", "mlflow.db",
+             ".hypothesis/examples")  # fmt: skip
     assert [p for p in local if not ignored(p)] == []
     reviewed = ("eval/report.md", "eval/metrics.json", "eval/results.jsonl", "eval/catalogue.json", ".env.example")
     assert [p for p in (*reviewed, "eval/plots/tags.json", "models/version.json") if ignored(p)] == []

@@ -242,7 +242,7 @@ def test_only_what_the_gate_passed_reaches_users(world):
         for key, value in (
             ("pass_rate", "0.1"),
             ("tag_intent_pass_rate", "0.1"),
-            ("alpha", "0.0"),
+            ("alpha", "0.000001"),
             ("max_drop", "1.0"),
         ):
             text, n = re.subn(rf"(?m)^(\s+{key}:) [0-9.]+", rf"\g<1> {value}", text, count=1)
@@ -260,7 +260,7 @@ def test_only_what_the_gate_passed_reaches_users(world):
     assert not pr.ok and report.startswith("## ❌ Gate failed")
     policy = report.split("### Policy changes", 1)[1].split("| metric |", 1)[0]
     for bar in ("thresholds.min.pass_rate: 0.35 → 0.1", "thresholds.min.tag_intent_pass_rate: 0.45 → 0.1",
-                "gate.alpha: 0.05 → 0.0", "gate.max_drop: 0.1 → 1.0"):  # fmt: skip
+                "gate.alpha: 0.05 → 1e-06", "gate.max_drop: 0.1 → 1.0"):  # fmt: skip
         assert f"`{bar} (loosened)`" in policy, policy
     assert "needs approval" in policy
     approved = run(clone, "make", "--no-print-directory", "gate", "BASE=origin/main", check=False,

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from {{ cookiecutter.package }}.cli import main as cli
 from {{ cookiecutter.package }}.evaluation.cache import ResponseCache
@@ -241,10 +242,8 @@ def test_the_key_in_dotenv_is_used_and_the_environment_wins(tmp_path):
 
 
 def _labelled_prompt(prompts: Path):
-    """A shipped prompt with an enum in its output schema, one of its labels, and the system lines
-    naming it: (template path, label, lines to drop); None when no prompt has one."""
-    import yaml
-
+    """A shipped prompt with an enum in its output schema, its labels, one of them, and the system
+    lines naming it: (template path, labels, label, lines to drop); None when no prompt has one."""
     for path in sorted(prompts.glob("*.yaml")):
         data = yaml.safe_load(path.read_text())
         properties = (data.get("output_schema") or {}).get("properties") or {}
@@ -253,17 +252,18 @@ def _labelled_prompt(prompts: Path):
         for label in labels[:-1]:  # the last is the catch-all the fake model answers when it does not know
             lines = [line for line in system.splitlines() if re.search(rf"\b{re.escape(label)}\b", line)]
             if lines:
-                return path, label, lines
+                return path, labels, label, lines
     return None
 
 
 def test_a_worse_prompt_is_caught_through_the_cli_with_the_fake_model(project):
     """The fake model's golden mode (`python -m <package>.testing.fake_model --golden ...`) answers as
-    far as the prompt allows: a prompt that stops naming a label loses the examples that need it."""
+    far as the prompt allows: a prompt that stops naming a label loses examples that need it, and
+    only those (a dropped line may name several labels: each of them is gone)."""
     found = _labelled_prompt(project / "prompts")
     if found is None:
         pytest.skip("no shipped prompt has labels for the fake model to miss")
-    template, label, lines = found
+    template, labels, label, lines = found
     cmd = [sys.executable, "-m", f"{PACKAGE}.testing.fake_model", "--golden", "eval/golden.jsonl"]
     fake = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE, text=True)
     try:
@@ -280,6 +280,9 @@ def test_a_worse_prompt_is_caught_through_the_cli_with_the_fake_model(project):
         for line in lines:
             worse = worse.replace(line.strip(), "", 1)
         template.write_text(worse)
+        system = "\n".join(m["content"] for m in yaml.safe_load(worse)["messages"] if m["role"] == "system")
+        gone = [x for x in labels if not re.search(rf"\b{re.escape(x)}\b", system)]
+        assert label in gone
         assert cli(argv) == 0
         after = {r["id"]: r["passed"] for r in results(project)}
     finally:
@@ -287,5 +290,6 @@ def test_a_worse_prompt_is_caught_through_the_cli_with_the_fake_model(project):
         fake.wait(timeout=10)
     lost = sorted(i for i in before if before[i] and not after[i])
     golden = [json.loads(line) for line in (project / "eval" / "golden.jsonl").read_text().splitlines() if line]
-    needs_label = sorted(g["id"] for g in golden if label in json.dumps(g.get("expected", "")))
-    assert lost and set(lost) <= set(needs_label), (label, lost)
+    expected = {g["id"]: json.dumps(g.get("expected", "")) for g in golden}
+    needs_gone = sorted(i for i, e in expected.items() if any(f'"{x}"' in e for x in gone))
+    assert lost and set(lost) <= set(needs_gone), (gone, lost)

@@ -19,8 +19,8 @@ without one, the app is its prompts and nothing more.
 
 Flows are `async def` and await their calls:
 
-    async def answer(ctx: Context, request: Mapping[str, Any]) -> dict[str, Any]:
-        intent = (await ctx.call("classify", {"message": request["message"]})).data
+    async def reply(ctx: Context, request: Mapping[str, Any]) -> dict[str, Any]:
+        label = (await ctx.call("label", {"text": request["text"]})).data
         ...
 
 Why async: the service waits on the model for seconds per call, and a thread per waiting request
