@@ -118,11 +118,17 @@ def test_a_hang_is_a_timeout_error_after_each_attempt(model, client_for):
     assert err.value.kind == "timeout" and model.calls("!hang") == 2
 
 
-@pytest.mark.parametrize("marker", ["!badjson", "!nochoices"])
+@pytest.mark.parametrize("marker", ["!badjson", "!nochoices", "!deepjson"])
 def test_an_unusable_body_is_a_parse_error_not_retried(model, marker, client_for):
     with pytest.raises(ModelError) as err:
         client_for(model).chat(ask(marker))
     assert err.value.kind == "parse" and model.calls(marker) == 1
+
+
+def test_nonsense_token_counts_are_zero_not_a_crash(model, client_for):
+    """`usage` is a figure, not the answer: counts that are not counts are 0 (the answer stands)."""
+    answer = client_for(model).chat(ask("hello !badusage"))
+    assert answer.text == "hello" and (answer.tokens_in, answer.tokens_out) == (0, 0)
 
 
 def test_an_error_body_echoing_the_key_is_redacted(model, client_for):

@@ -47,6 +47,24 @@ def test_every_bad_line_is_reported_with_its_number_and_field():
     assert "golden.jsonl:11: includes.aspects: 'battery' is not of type 'array'" in message
 
 
+def test_what_python_reads_but_json_does_not_is_rejected():
+    """NaN, Infinity, 1e999 and deep nesting: Python's json takes the first three (the last is a
+    RecursionError), no other JSON reader does."""
+    lines = [
+        '{"id": "a", "prompt": "p", "input": {}, "expected": {"score": NaN}}',
+        '{"id": "b", "prompt": "p", "input": {}, "expected": {"score": -Infinity}}',
+        '{"id": "c", "prompt": "p", "input": {}, "expected": {"score": 1e999}}',
+        "[" * 100_000 + "]" * 100_000,
+    ]
+    with pytest.raises(GoldenSetError) as err:
+        parse_lines(lines, "golden.jsonl")
+    message = str(err.value)
+    assert "golden.jsonl:1: not valid JSON (NaN is not a JSON value)" in message
+    assert "golden.jsonl:2: not valid JSON (-Infinity is not a JSON value)" in message
+    assert "golden.jsonl:3: not valid JSON (1e999 does not fit a float)" in message
+    assert "golden.jsonl:4: not valid JSON (nested too deeply)" in message
+
+
 def test_an_expectation_that_would_check_nothing_is_rejected():
     base = {"prompt": "p", "input": {}}
     empty = [

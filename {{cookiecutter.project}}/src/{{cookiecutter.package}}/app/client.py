@@ -222,16 +222,24 @@ def read_completion(response: Any, latency_ms: float, attempts: int) -> Completi
         text = data["choices"][0]["message"]["content"]
         if not isinstance(text, str):
             raise TypeError("content is not a string")
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError) as exc:
         raise ModelError("parse", f"unusable response body ({_short(exc)})", attempts) from None
-    usage = data.get("usage") or {}
+    usage = data.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
     return Completion(
         text=text,
-        tokens_in=int(usage.get("prompt_tokens") or 0),
-        tokens_out=int(usage.get("completion_tokens") or 0),
+        tokens_in=_count(usage.get("prompt_tokens")),
+        tokens_out=_count(usage.get("completion_tokens")),
         latency_ms=latency_ms,
         attempts=attempts,
     )
+
+
+def _count(value: object) -> int:
+    """A token count from `usage`; 0 when a server sends none or nonsense (it is a figure, not the answer)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 2**53:
+        return 0
+    return int(value)
 
 
 def _short(text: object) -> str:

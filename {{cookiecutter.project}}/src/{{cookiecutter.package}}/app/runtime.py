@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
-import math
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .. import strict_json
 from ..errors import UserError
 from ..settings import EvalSettings, ModelSettings
 from .client import ChatClient, Completion, RetryPolicy
@@ -38,24 +37,13 @@ def parse_output(prompt: Prompt, text: str) -> Any:
 
 
 def parse_json(text: str) -> Any:
-    """`text` as JSON, strictly; None when it is not. Python's json.loads also takes NaN and
-    Infinity (not JSON), turns 1e999 into infinity and raises RecursionError on deep nesting: an
-    answer like that would pass the eval and then fail every caller that sends it on as JSON."""
+    """`text` as JSON, strictly (no NaN, no infinity, bounded depth: see strict_json); None when it
+    is not. An answer Python would take but JSON would not would pass the eval and then fail every
+    caller that sends it on as JSON."""
     try:
-        return json.loads(text, parse_constant=_not_json, parse_float=_finite)
-    except (ValueError, RecursionError):
+        return strict_json.loads(text)
+    except ValueError:
         return None
-
-
-def _not_json(constant: str) -> Any:
-    raise ValueError(f"{constant} is not JSON")
-
-
-def _finite(number: str) -> float:
-    value = float(number)
-    if not math.isfinite(value):
-        raise ValueError(f"{number[:20]} does not fit a float")
-    return value
 
 
 def _prompt(prompts: Mapping[str, Prompt], prompt_id: str) -> Prompt:

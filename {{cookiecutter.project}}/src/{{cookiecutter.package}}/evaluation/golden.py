@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import strict_json
 from ..errors import QUOTE_CHARS, UserError, clip, key_path, quote, read_text, schema_message
 
 _TEXTS = {"type": "array", "items": {"type": "string", "minLength": 1}}
@@ -91,9 +92,12 @@ def parse_lines(lines: Iterable[str], source: str) -> list[Example]:
             continue
         where = f"{source}:{number}"
         try:
-            data = json.loads(line)
+            data = strict_json.loads(line)
         except json.JSONDecodeError as exc:
             problems.append(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        except ValueError as exc:  # NaN, Infinity, 1e999, nesting too deep
+            problems.append(f"{where}: not valid JSON ({clip(str(exc), 80)})")
             continue
         errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
         for error in errors:

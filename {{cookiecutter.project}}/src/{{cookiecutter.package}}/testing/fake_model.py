@@ -18,6 +18,8 @@ the last user message picks a fault for that call:
     !hang       sleep `hang_s` before answering (longer than the client's read timeout)
     !badjson    200 with a truncated JSON body
     !nochoices  200 with valid JSON that has no `choices`
+    !deepjson   200 with JSON nested 100,000 levels deep
+    !badusage   200 with a right answer whose `usage` counts are nonsense (strings, Infinity, -1)
     !echoauth   401 whose body echoes the request's Authorization header (as some gateways do)
 
 Every request is recorded (`seen`) with its arrival and reply times, so tests count model calls and
@@ -42,7 +44,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-MARKER_RE = re.compile(r"\s*!(429|500once|500|hang|badjson|nochoices|echoauth)\b\s*")
+MARKER_RE = re.compile(r"\s*!(429|500once|500|hang|badjson|nochoices|deepjson|badusage|echoauth)\b\s*")
 DONT_KNOW = "I will pass your question to a colleague."
 
 
@@ -311,6 +313,8 @@ class FakeModel:
             return 200, {}, b'{"choices": [{"message": {"content": "trunc'
         if kind == "nochoices":
             return 200, {}, b'{"object": "chat.completion"}'
+        if kind == "deepjson":
+            return 200, {}, b"[" * 100_000 + b"]" * 100_000
         text = self.answer(request)
         words = sum(len(str(m.get("content", "")).split()) for m in request.messages)
         payload = {
@@ -319,6 +323,8 @@ class FakeModel:
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": words, "completion_tokens": len(text.split()), "total_tokens": words},
         }
+        if kind == "badusage":
+            payload["usage"] = {"prompt_tokens": "many", "completion_tokens": float("inf"), "total_tokens": -1}
         return 200, {}, json.dumps(payload).encode()
 
 
