@@ -42,7 +42,7 @@ DEFAULT_FILES = {
     "k8s/pdb.yaml", "k8s/service-canary.yaml", "k8s/service-stable.yaml", "k8s/service.yaml",
     "k8s/serviceaccount.yaml", "prompts/schema.json",
     *(f"src/{PACKAGE}/{name}" for name in (
-        "__init__.py", "__main__.py", "cli.py", "envfile.py", "errors.py", "settings.py",
+        "__init__.py", "__main__.py", "cli.py", "envfile.py", "errors.py", "settings.py", "strict_json.py",
         "app/__init__.py", "app/async_client.py", "app/client.py", "app/contract.py", "app/embedded.py",
         "app/loader.py", "app/prompts.py", "app/retry.py", "app/runtime.py", "app/scaffold.py",
         "evaluation/__init__.py", "evaluation/cache.py", "evaluation/catalogue.py", "evaluation/golden.py",
