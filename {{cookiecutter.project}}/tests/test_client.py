@@ -1,7 +1,7 @@
 """The chat clients against a real local server that misbehaves on purpose (no mocks of our code).
 
 Every test runs twice: on the eval's client (`ChatClient`, requests, threads) and on the service's
-(`AsyncChatClient`, httpx, asyncio). They share one request format and one retry policy, so each
+(`AsyncChatClient`, aiohttp, asyncio). They share one request format and one retry policy, so each
 fault must end the same way on both: same attempts, same waits, same errors, same scrubbed key.
 """
 
@@ -46,7 +46,7 @@ class Awaited:
         return asyncio.run(call())
 
 
-@pytest.fixture(params=["requests", "httpx"])
+@pytest.fixture(params=["requests", "aiohttp"])
 def new_client(request):
     """A factory of the client under test: ChatClient, or AsyncChatClient called through `Awaited`."""
     return ChatClient if request.param == "requests" else Awaited

@@ -96,7 +96,9 @@ BASE = "model: {base_url: embedded, name: m}\n"
         (BASE + "gate:\n  alpha: 0.0\n", "params.yaml:3: gate.alpha: must be between 0 and 1, both excluded"),
         (BASE + "gate:\n  alpha: 1\n", "gate.alpha: must be between 0 and 1, both excluded"),
         (BASE + "gate:\n  tolerance: {pass_rate: -0.1}\n", "gate.tolerance.pass_rate: must be 0 or more"),
-        (BASE + "serve:\n  pool_size: 0\n", "serve.pool_size: must be at least 1"),
+        (BASE + "serve:\n  max_inflight: 0\n", "serve.max_inflight: must be at least 1"),
+        (BASE + "serve:\n  request_timeout_s: 0\n", "serve.request_timeout_s: must be greater than 0"),
+        (BASE + "serve:\n  api_keys_env: sk-live-abc\n", "serve.api_keys_env: must be the NAME of an environment"),
         (BASE + "canary:\n  min_agreement: 2\n", "canary.min_agreement: must be between 0 and 1"),
         (BASE + "thresholds:\n  min:\n    pass_rate: 1.2\n", "thresholds.min.pass_rate: pass_rate is a rate"),
         (

@@ -195,7 +195,6 @@ class ServeSettings:
 
     max_attempts: Annotated[int, AT_LEAST_1] = 2  # per model call, retries included
     max_retry_s: Annotated[float, NOT_NEGATIVE] = 10.0  # total time one model call may spend retrying
-    pool_size: Annotated[int, AT_LEAST_1] = 16  # idle keep-alive connections kept to the model endpoint
     max_input_chars: Annotated[int, AT_LEAST_1] = 4000  # a request with a longer text value is rejected with 422
     prompt_routes: bool = True  # POST /v1/run/<prompt> for every prompt, besides the app's flows
     shadow_max_inflight: Annotated[int, NOT_NEGATIVE] = 4  # shadow calls beyond this are dropped, never queued

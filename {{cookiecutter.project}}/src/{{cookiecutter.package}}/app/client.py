@@ -59,7 +59,7 @@ class Completion:
 class ChatWire:
     """What a client sends and how it reads what comes back, whatever its transport: the request
     body, the headers, failures (scrubbed of the key) and the retry policy. `ChatClient` (requests,
-    threads) and `async_client.AsyncChatClient` (httpx, asyncio) differ only in how bytes travel."""
+    threads) and `async_client.AsyncChatClient` (aiohttp, asyncio) differ only in how bytes travel."""
 
     def __init__(
         self,
@@ -204,7 +204,7 @@ class ChatClient(ChatWire):
             else:
                 latency_ms = (time.perf_counter() - started) * 1000
                 if response.status_code == 200:
-                    return read_completion(response, latency_ms, attempt)
+                    return read_completion(response.content, latency_ms, attempt)
                 failure = self.http_failure(response.status_code, response.text, attempt)
                 if response.status_code not in RETRY_STATUS:
                     raise failure
@@ -215,10 +215,10 @@ class ChatClient(ChatWire):
             self._sleep(wait)
 
 
-def read_completion(response: Any, latency_ms: float, attempts: int) -> Completion:
-    """The completion in a 200 response (requests' or httpx's: both have `.json()`)."""
+def read_completion(body: bytes, latency_ms: float, attempts: int) -> Completion:
+    """The completion in the body of a 200 response."""
     try:
-        data = response.json()
+        data = json.loads(body)
         text = data["choices"][0]["message"]["content"]
         if not isinstance(text, str):
             raise TypeError("content is not a string")

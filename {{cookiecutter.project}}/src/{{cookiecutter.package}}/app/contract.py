@@ -28,7 +28,7 @@ caps a pod at its pool (40 threads: ~13-40 answers/s with a real model). A corou
 costs kilobytes, so one pod holds thousands of calls in flight, and health probes never queue behind
 them. The price is one keyword: `await` before `ctx.call`. The same flow runs everywhere:
 
-- the service awaits it on its event loop (`arun_flow`, an httpx client: app/async_client.py);
+- the service awaits it on its event loop (`arun_flow`, an aiohttp client: app/async_client.py);
 - the eval and the registered pyfunc model run it from their worker threads (`run_flow`): there
   `ctx.call` makes the blocking call of the eval's client (cached, retried, counted as before) inside
   the coroutine, so calls run one after another in the order the flow makes them, each worker keeps

@@ -9,6 +9,7 @@ keys the response cache and names the version in the registry.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import string
@@ -40,9 +41,10 @@ class Prompt:
     examples: tuple[Mapping[str, Any], ...]
     source: str
 
-    @property
+    @functools.cached_property
     def version(self) -> str:
-        """Content hash (12 hex) of everything that reaches the model."""
+        """Content hash (12 hex) of everything that reaches the model; computed once (the service
+        names it on every call's span and every response)."""
         return content_hash(self)
 
     def render(self, variables: Mapping[str, Any]) -> list[dict[str, str]]:

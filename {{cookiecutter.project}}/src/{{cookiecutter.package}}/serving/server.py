@@ -125,7 +125,7 @@ def async_client(where: Endpoint, model: ModelSettings, serve: ServeSettings, co
     return AsyncChatClient(
         where.base_url, where.model, where.api_key, timeout=(model.connect_timeout_s, model.read_timeout_s),
         retry=RetryPolicy(max_attempts=serve.max_attempts, max_retry_s=serve.max_retry_s),
-        max_connections=connections, keepalive=serve.pool_size, json_schema_style=where.json_schema_style,
+        max_connections=connections, json_schema_style=where.json_schema_style,
     )  # fmt: skip
 
 
