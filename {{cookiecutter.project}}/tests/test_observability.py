@@ -181,6 +181,60 @@ def test_no_secret_email_or_card_reaches_logs_or_spans(tmp_path, monkeypatch, ca
         assert not any(k.startswith("app.re") and k.endswith("content") for k in server.attributes)
 
 
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+MALFORMED = {
+    "garbage": "not-a-traceparent",
+    "upper case": f"00-{TRACE_ID.upper()}-{PARENT_ID}-01",
+    "zero trace id": f"00-{'0' * 32}-{PARENT_ID}-01",
+    "version ff": f"ff-{TRACE_ID}-{PARENT_ID}-01",
+    "too long": f"00-{TRACE_ID}-{PARENT_ID}-01-" + "x" * 600,
+}
+
+
+def test_an_incoming_traceparent_is_joined_and_a_malformed_one_ignored(tmp_path, captured_logs):
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    model = FakeModel(toy.answers)
+    model.start()
+    source = toy.write_version(ROOT, tmp_path / "v", model.base_url)
+    exporter = InMemorySpanExporter()
+
+    def spans_of(url: str, headers: dict[str, str]) -> tuple[list, dict]:
+        exporter.clear()
+        reply = requests.post(f"{url}/v1/reply", json={"text": "a good lamp"}, headers=headers, timeout=10)
+        assert reply.status_code == 200, reply.text  # a bad header is never the caller's 4xx
+        entry = [e for e in map(json.loads, captured_logs.getvalue().splitlines()) if e["event"] == "request"][-1]
+        return exporter.get_finished_spans(), entry
+
+    try:
+        with (
+            open_service("champion", str(source), {}, tracing=Tracing.with_exporter(exporter, "test")) as service,
+            in_thread(create_app(service)) as url,
+        ):
+            joined, entry = spans_of(url, {"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01", "tracestate": "fe=1"})
+            malformed = {name: spans_of(url, {"traceparent": value}) for name, value in MALFORMED.items()}
+            unsampled, unsampled_entry = spans_of(url, {"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-00"})
+    finally:
+        model.stop()
+
+    # The request's span is a child of the caller's span, and the model calls are in that trace.
+    (server,) = [s for s in joined if s.name == "POST /v1/reply"]
+    chats = [s for s in joined if s.name.startswith("chat ")]
+    assert chats and {f"{s.context.trace_id:032x}" for s in joined} == {TRACE_ID}
+    assert f"{server.parent.span_id:016x}" == PARENT_ID and server.parent.is_remote
+    assert all(c.parent.span_id == server.context.span_id for c in chats)
+    assert server.context.trace_state.get("fe") == "1"
+    assert entry["trace_id"] == TRACE_ID  # the log line names the caller's trace too
+    # A malformed header starts a new trace of the service's own.
+    for name, (spans, entry) in malformed.items():
+        (server,) = [s for s in spans if s.name == "POST /v1/reply"]
+        assert server.parent is None, name
+        assert entry["trace_id"] == f"{server.context.trace_id:032x}" != TRACE_ID, name
+    # A caller that sampled its trace out gets the same from us (one trace is whole or absent).
+    assert unsampled == () and unsampled_entry["trace_id"] == TRACE_ID
+
+
 def test_tracing_is_off_unless_configured():
     assert not Tracing.from_env({}, "t").enabled
     assert not Tracing.from_env({"OTEL_TRACES_EXPORTER": "none"}, "t").enabled

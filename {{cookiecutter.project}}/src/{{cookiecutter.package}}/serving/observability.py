@@ -11,7 +11,8 @@
   per-call model series, the shadow comparisons, requests in flight and refused (`llm_shed_requests_total`)
   and whether the model endpoint answers (`llm_model_endpoint_up`), all labelled with the model and
   prompt version.
-- Traces are OpenTelemetry spans with `gen_ai.*` attributes. Off unless configured
+- Traces are OpenTelemetry spans with `gen_ai.*` attributes; a request's span joins the caller's trace
+  when it sends a W3C `traceparent`, so a frontend's trace holds the model calls. Off unless configured
   (`OTEL_TRACES_EXPORTER=console|otlp`, or `OTEL_EXPORTER_OTLP_ENDPOINT` set); the SDK is imported
   only then. Message content goes on spans only with `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`,
   redacted like logs.
@@ -269,15 +270,30 @@ class Tracing:
         return self._tracer is not None
 
     @contextlib.contextmanager
-    def span(self, name: str, attributes: Mapping[str, Any], server: bool = False) -> Iterator[Any]:
+    def span(
+        self, name: str, attributes: Mapping[str, Any], server: bool = False, headers: Mapping[str, str] | None = None
+    ) -> Iterator[Any]:
+        """A span in the current trace; a server span given the request's `headers` (lower-case names)
+        joins the caller's trace when they carry a valid W3C `traceparent` (and `tracestate`). A
+        malformed one is ignored: the span starts a new trace and the request goes on."""
         if self._tracer is None:
             yield _NoSpan()
             return
         from opentelemetry.trace import SpanKind
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         kind = SpanKind.SERVER if server else SpanKind.CLIENT
+        # W3C Trace Context only, not the OTEL_PROPAGATORS list: a propagator named there but not
+        # installed would fail requests; a caller that sampled its trace out (flags 00) has this span
+        # sampled out too (the SDK's default ParentBased sampler), so one trace is kept whole or not at all.
+        parent = TraceContextTextMapPropagator().extract(headers) if headers is not None else None
         with self._tracer.start_as_current_span(
-            name, kind=kind, attributes=dict(attributes), record_exception=False, set_status_on_exception=False
+            name,
+            context=parent,
+            kind=kind,
+            attributes=dict(attributes),
+            record_exception=False,
+            set_status_on_exception=False,
         ) as span:
             yield _Span(span)
 

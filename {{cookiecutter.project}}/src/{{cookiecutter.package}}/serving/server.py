@@ -530,7 +530,7 @@ class Routes:
             "app.alias": service.version.alias,
         }
         try:
-            with tracing.span(f"POST {target.path}", attributes, server=True) as span:
+            with tracing.span(f"POST {target.path}", attributes, server=True, headers=request.headers) as span:
                 handled = await service.handle(target, request)
                 status, payload = handled.status, handled.payload
                 span.set_attribute("app.request.id", handled.headers["X-Request-Id"])
