@@ -17,7 +17,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help setup setup-pythons demo test test-fast lint bench bench-cold clean
+.PHONY: help setup setup-pythons tools demo test test-fast lint bench bench-cold clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,13 +47,22 @@ $(VENV)-%/.installed: pyproject.toml Makefile $(VENV)/.installed
 
 setup-pythons: $(foreach v,$(PYTHONS),$(VENV)-$(v)/.installed) ## a venv for each other python_version choice (the full tier uses them)
 
+# Programs the tests run for real: Prometheus and promtool (alert rules, the canary's PromQL), from
+# Debian's package. Installed when missing and apt-get can (root); otherwise one line saying how.
+tools: ## Debian's prometheus (server + promtool) for the tests, when missing
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y -q --no-install-recommends prometheus >/dev/null \
+		|| { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null; }; \
+	else echo "make: the tests need Prometheus and promtool: sudo apt-get install --no-install-recommends prometheus" >&2; exit 2; fi
+
 demo: setup ## the main job: bake the default project into build/ and run its pipeline on the embedded model
 	$(PY) -m tests.bakery demo build
 
-test: setup setup-pythons ## the full tier (CI): every option combination, each code tree's and Python's suite, the pipelines end to end
+test: setup setup-pythons tools ## the full tier (CI): every option combination, each code tree's and Python's suite, the pipelines end to end
 	$(PY) -m pytest --tier full $(XDIST) --durations=20 $(PYTEST_ARGS)
 
-test-fast: setup ## the change loop (~1 min): the default bake and its suite, one option changed at a time, the validators
+test-fast: setup tools ## the change loop (~1 min): the default bake and its suite, one option changed at a time, the validators
 	$(PY) -m pytest --tier fast $(XDIST) --durations=10 $(PYTEST_ARGS)
 
 lint: setup ## ruff and mypy on the template's tooling (tests, benchmarks, hooks)

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from {{ cookiecutter.package }}.app.prompts import PROMPTS_DIR, PromptError, check_all, load_all, main, placeholders
@@ -22,11 +24,9 @@ def test_every_template_renders_with_its_declared_variables():
 def test_version_is_a_content_hash(toy_project):
     prompt = load_all()["echo"]
     assert len(prompt.version) == 12
-    changed = type(prompt)(
-        **{**prompt.__dict__, "messages": ({"role": "system", "content": "x"}, *prompt.messages[1:])}
-    )
+    changed = dataclasses.replace(prompt, messages=({"role": "system", "content": "x"}, *prompt.messages[1:]))
     assert changed.version != prompt.version
-    same_but_described = type(prompt)(**{**prompt.__dict__, "description": "other words"})
+    same_but_described = dataclasses.replace(prompt, description="other words")
     assert same_but_described.version == prompt.version
 
 
