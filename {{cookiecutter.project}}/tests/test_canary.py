@@ -14,6 +14,7 @@ from live_server import in_process, metric, wait_for
 from pipeline_outputs import commit_all, register, write_eval_outputs
 
 from {{ cookiecutter.package }}.cli import main
+from {{ cookiecutter.package }}.serving.analysis import checks, render
 from {{ cookiecutter.package }}.serving.canary import TrackStats, decide, quantile, stats_from_metrics
 from {{ cookiecutter.package }}.serving.observability import Metrics
 from {{ cookiecutter.package }}.settings import CanarySettings
@@ -75,6 +76,21 @@ def test_decide(canary, verdict, failing):
     assert decision.failing == failing
     if verdict == "rollback":
         assert all(name in decision.reason for name in failing)
+
+
+def test_every_check_is_a_query_on_both_tracks_with_params_thresholds():
+    """The queries themselves are proven on a real Prometheus by the template's tests
+    (tests/test_canary_prometheus.py there); here: names, placeholders and thresholds."""
+    cfg = CanarySettings(min_requests=37, cost_ratio=1.25, min_schema_valid_rate=0.625, min_shadow_samples=11)
+    found = {check.name: check.query for check in checks(cfg)}
+    assert list(found) == ["error-rate", "latency-p95", "cost-per-answer", "schema-valid", "agreement"]
+    for name, query in found.items():
+        assert "{canary}" in query and "{stable}" in query and "[{window}]" in query, name
+        assert query.count(">= 37)") == 2, f"{name}: no sample below min_requests on either track"
+        rendered = render(query, 'track="c"', 'track="s"', "3m")
+        assert "{canary}" not in rendered and "{window}" not in rendered and "[3m]" in rendered
+    assert "1.25 *" in found["cost-per-answer"] and ">= bool 0.625" in found["schema-valid"]
+    assert ">= 11)" in found["agreement"]
 
 
 # ------------------------------------------------------------------------- two real servers on loopback

@@ -100,6 +100,8 @@ BASE = "model: {base_url: embedded, name: m}\n"
         (BASE + "serve:\n  request_timeout_s: 0\n", "serve.request_timeout_s: must be greater than 0"),
         (BASE + "serve:\n  api_keys_env: sk-live-abc\n", "serve.api_keys_env: must be the NAME of an environment"),
         (BASE + "canary:\n  min_agreement: 2\n", "canary.min_agreement: must be between 0 and 1"),
+        (BASE + "canary:\n  min_schema_valid_rate: 1.5\n", "canary.min_schema_valid_rate: must be between 0 and 1"),
+        (BASE + "canary:\n  cost_ratio: 0\n", "params.yaml:3: canary.cost_ratio: must be greater than 0"),
         (BASE + "thresholds:\n  min:\n    pass_rate: 1.2\n", "thresholds.min.pass_rate: pass_rate is a rate"),
         (
             BASE + "thresholds:\n  min: {latency_p95_ms: 900}\n  max: {latency_p95_ms: 500}\n",

@@ -208,13 +208,17 @@ class ServeSettings:
 
 @dataclass(frozen=True)
 class CanarySettings:
-    """`canary analyze`: when the canary is worse than stable. Rollback if any signal fails."""
+    """The canary analysis (serving/analysis.py): when the canary is worse than stable. Rollback if any
+    check fails; no verdict on too little traffic."""
 
     min_requests: Annotated[int, AT_LEAST_1] = 50  # per track; fewer -> "inconclusive" (exit 3), no decision
     error_rate_ratio: Annotated[float, POSITIVE] = 2.0  # canary error rate may be at most ratio * stable's + margin
     error_rate_margin: Annotated[float, NOT_NEGATIVE] = 0.01
     latency_p95_ratio: Annotated[float, POSITIVE] = 1.5  # canary p95 may be at most ratio * stable's + margin
     latency_p95_margin_s: Annotated[float, NOT_NEGATIVE] = 0.05
+    cost_ratio: Annotated[float, POSITIVE] = 1.5  # canary USD per answer may be at most ratio * stable's + margin
+    cost_margin_usd: Annotated[float, NOT_NEGATIVE] = 0.0
+    min_schema_valid_rate: Annotated[float, SHARE] = 0.95  # canary answers of prompts with an output schema
     min_agreement: Annotated[float, SHARE] = 0.8  # shadow/online agreement (each flow's decision), when measured
     min_shadow_samples: Annotated[int, AT_LEAST_1] = 20  # fewer shadow comparisons -> the agreement signal is skipped
 
