@@ -66,6 +66,27 @@ def test_a_flow_answers_through_its_prompts(fake, tmp_path):
         assert metric(url, "llm_app_info", alias="champion", version=version.id) == 1
 
 
+def test_cost_and_schema_checks_of_the_answers_are_counted(tmp_path):
+    prices = {"input_usd_per_1m_tokens": 2.0, "output_usd_per_1m_tokens": 10.0}
+
+    def answers(request):  # `label` answers outside its schema for a text with "maybe", and not JSON for "??"
+        if "label" in request.fields and "maybe" in request.content:
+            return '{"label": "maybe"}'
+        return "not json" if "label" in request.fields and "??" in request.content else toy.answers(request)
+
+    with FakeModel(answers) as model, running(tmp_path, model.base_url, model=prices) as (url, _):
+        assert metric(url, "llm_cost_usd_total") == 0  # there before the first answer: rate() sees that one
+        for text in ("a good lamp", "maybe", "??"):
+            assert requests.post(f"{url}/v1/reply", json={"text": text}, timeout=10).status_code == 200
+        tokens_in, tokens_out = (metric(url, "llm_tokens_total", kind=k) for k in ("prompt", "completion"))
+        assert tokens_in > 0 and tokens_out > 0
+        expected = tokens_in * 2.0 / 1e6 + tokens_out * 10.0 / 1e6
+        assert metric(url, "llm_cost_usd_total", model="fake-model") == pytest.approx(expected)
+        assert metric(url, "llm_schema_checks_total", prompt="label", result="valid") == 1
+        assert metric(url, "llm_schema_checks_total", prompt="label", result="invalid") == 2
+        assert metric(url, "llm_schema_checks_total", prompt="echo") == 0  # free text: nothing to check
+
+
 def test_every_prompt_has_a_route_of_its_own_unless_switched_off(fake, tmp_path):
     with running(tmp_path, fake.base_url) as (url, _):
         response = requests.post(f"{url}/v1/run/label", json={"variables": {"text": "so good"}}, timeout=10)

@@ -8,7 +8,8 @@
   linear in the text, whatever the text (benchmarks/bench_redaction.py).
 - Metrics are Prometheus series in a registry of their own (one per server object, so tests can run
   several): `llm_requests_total{status, route}`, `llm_request_latency_seconds{route}`, `llm_tokens_total{kind}`,
-  per-call model series, the shadow comparisons, requests in flight and refused (`llm_shed_requests_total`)
+  what they cost (`llm_cost_usd_total`), whether answers match their prompt's output schema
+  (`llm_schema_checks_total{prompt, result}`), per-call model series, the shadow comparisons, requests in flight and refused (`llm_shed_requests_total`)
   and whether the model endpoint answers (`llm_model_endpoint_up`), all labelled with the model and
   prompt version.
 - Traces are OpenTelemetry spans with `gen_ai.*` attributes; a request's span joins the caller's trace
@@ -192,6 +193,16 @@ class Metrics:
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.tokens = Counter("llm_tokens", "Tokens spent (kind: prompt | completion)", ["kind", *names], registry=r)
+        # What the analysis and the alerts judge a version on besides errors and latency (serving/analysis.py).
+        self.cost = Counter(
+            "llm_cost_usd", "USD spent on the model: tokens x params.yaml model.*_usd_per_1m_tokens", names, registry=r
+        )
+        self.schema_checks = Counter(
+            "llm_schema_checks",
+            "Answers of prompts with an output schema, checked against it (result: valid | invalid)",
+            ["prompt", "result", *names],
+            registry=r,
+        )
         self.model_calls = Counter(
             "llm_model_calls", "Model calls by prompt and outcome", ["prompt", "outcome", *names], registry=r
         )

@@ -129,6 +129,12 @@ def async_client(where: Endpoint, model: ModelSettings, serve: ServeSettings, co
     )  # fmt: skip
 
 
+def _validator(schema: Mapping[str, Any]) -> Any:
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(schema)
+
+
 class Runner:
     """Calls one version's prompts (the one render/call/parse path) with a span and metrics per call."""
 
@@ -143,8 +149,13 @@ class Runner:
         self._attributes = gen_ai_attributes(
             system, version.model.name, sampling(version.model), parts.hostname or "", parts.port
         )
-        # Shadow calls are labelled with the shadow's own model and prompt version.
         self._labels = {"model": version.model.name, "prompt_version": version.prompt_version}
+        self._usd_per_token = (
+            version.model.input_usd_per_1m_tokens / 1e6,
+            version.model.output_usd_per_1m_tokens / 1e6,
+        )
+        self._cost = metrics.cost.labels(**self._labels)  # exists at 0 from the start: rate() sees the first answer
+        self._schemas = {pid: _validator(p.output_schema) for pid, p in version.prompts.items() if p.output_schema}
 
     async def __call__(self, prompt_id: str, variables: Mapping[str, Any]) -> Answer:
         prompt = self.version.prompts[prompt_id]
@@ -168,6 +179,14 @@ class Runner:
         self.metrics.model_latency.labels(prompt=prompt_id, **self._labels).observe(time.perf_counter() - started)
         self.metrics.tokens.labels(kind="prompt", **self._labels).inc(result.completion.tokens_in)
         self.metrics.tokens.labels(kind="completion", **self._labels).inc(result.completion.tokens_out)
+        per_in, per_out = self._usd_per_token
+        self._cost.inc(result.completion.tokens_in * per_in + result.completion.tokens_out * per_out)
+        schema = self._schemas.get(prompt_id)
+        if schema is not None:
+            valid = result.data is not None and schema.is_valid(result.data)
+            self.metrics.schema_checks.labels(
+                prompt=prompt_id, result="valid" if valid else "invalid", **self._labels
+            ).inc()
         return result
 
     async def answer(self, target: Target, request: Mapping[str, Any]) -> Reply:
