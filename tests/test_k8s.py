@@ -6,6 +6,9 @@
   HTTPRoute` and exits 0, i.e. it silently skips the HTTPRoute. So the test insists that the
   HTTPRoute is the ONLY skipped document, and validates it against HTTPROUTE_SCHEMA below: a strict
   (additionalProperties: false) subset of the Gateway API v1 HTTPRoute CRD covering the fields we use.
+- Custom resources (PrometheusRule) validate against their CRD's JSON schema, vendored in
+  tests/schemas/crds/ with its licence, with `check-jsonschema`; the alert rules pass the baked
+  project's own promtool tests (tests/test_alerts.py there), run here with promtool required.
 - kustomization.yaml is not a Kubernetes object either; it is checked to list exactly the other files,
   and rendered with `kubectl kustomize` where kubectl is installed.
 - Structural checks for every hardening item, cross-references (Service selectors, HTTPRoute
@@ -14,6 +17,8 @@
 
 from __future__ import annotations
 
+import copy
+import os
 import re
 import shutil
 import subprocess
@@ -36,6 +41,10 @@ METRICS = {
     "llm_shed_requests_total",
 }  # fmt: skip
 RUNBOOKS = ("rollback.md", "alerting.md", "incident.md")
+# Custom resources: kubernetes-validate skips them (WARN); their schemas are in CRD_SCHEMAS.
+CUSTOM_KINDS = {"HTTPRoute", "PrometheusRule"}
+CRD_SCHEMAS = Path(__file__).parent / "schemas" / "crds"
+ALERT_METRICS = METRICS | {"llm_schema_checks_total", "llm_shadow_requests_total", "llm_cost_usd_total"}
 OLDEST_KUBERNETES = "1.30"
 
 # Strict subset of gateway.networking.k8s.io/v1 HTTPRoute (Gateway API v1.x CRD), fields we use.
@@ -209,11 +218,11 @@ def test_kubernetes_validate_strict(manifest_files: list[Path], objects: list[di
     text = out.stdout + out.stderr
     assert out.returncode == 0, text
     assert "ERROR" not in text and "FATAL" not in text, text
-    # A document without a schema is skipped with a WARN and rc 0: only the HTTPRoute may be.
+    # A document without a schema is skipped with a WARN and rc 0: only the custom resources may be.
     warned = sorted(Path(m).name for m in re.findall(r"^WARN (\S+) ", text, re.MULTILINE))
-    assert warned == ["httproute.yaml"], text
+    assert warned == sorted(o["__file__"] for o in objects if o["kind"] in CUSTOM_KINDS), text
     passed = re.findall(r"^INFO \S+ passed for resource", text, re.MULTILINE)
-    assert len(passed) == len([o for o in objects if o["kind"] != "HTTPRoute"]), text
+    assert len(passed) == len([o for o in objects if o["kind"] not in CUSTOM_KINDS]), text
 
 
 def test_httproute_schema(objects: list[dict]):
@@ -233,6 +242,38 @@ def test_httproute_schema_rejects_typos():
     }
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(HTTPROUTE_SCHEMA).validate(bad)
+
+
+def _crd_schema(obj: dict, tmp: Path) -> Path:
+    """The vendored schema of a custom resource, as check-jsonschema can read it: Go's regexps (the
+    CRDs') take an inline flag after `^` (`^(?i)(abort|warn)?$`), Python's only at the start."""
+    group, _, version = obj["apiVersion"].rpartition("/")
+    vendored = CRD_SCHEMAS / group / f"{obj['kind'].lower()}_{version}.json"
+    assert vendored.is_file(), f"{obj['__file__']}: no schema for {obj['apiVersion']} {obj['kind']} in {CRD_SCHEMAS}"
+    text = re.sub(r'"pattern": "\^\(\?([a-z]+)\)', r'"pattern": "(?\1)^', vendored.read_text())
+    path = tmp / vendored.name
+    path.write_text(text)
+    return path
+
+
+def _check_jsonschema(schema: Path, *documents: Path) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).parent / "check-jsonschema"
+    cmd = [str(exe), "--regex-variant", "python", "--schemafile", str(schema), *map(str, documents)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("kind", ["PrometheusRule"])
+def test_custom_resources_match_their_crd_schema(objects: list[dict], k8s_dir: Path, tmp_path: Path, kind: str):
+    (obj,) = _of_kind(objects, kind)
+    schema = _crd_schema(obj, tmp_path)
+    out = _check_jsonschema(schema, k8s_dir / obj["__file__"])
+    assert out.returncode == 0, out.stdout + out.stderr
+    # The check has teeth: a misspelt field of a rule is refused.
+    bad = copy.deepcopy(_strip(obj))
+    bad["spec"]["groups"][0]["rules"][0]["annotation"] = bad["spec"]["groups"][0]["rules"][0].pop("annotations")
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    out = _check_jsonschema(schema, tmp_path / "bad.yaml")
+    assert out.returncode == 1 and "'annotation' was unexpected" in out.stdout, out.stdout + out.stderr
 
 
 def test_kustomization_lists_exactly_the_manifests(k8s_dir: Path, manifest_files: list[Path], objects):
@@ -256,9 +297,11 @@ def test_kustomization_lists_exactly_the_manifests(k8s_dir: Path, manifest_files
 
 
 def test_no_jinja_in_manifests(k8s_dir: Path):
-    # k8s/ is copied without rendering: any {{ cookiecutter.* }} would ship verbatim.
+    # k8s/ is copied without rendering: any {{ cookiecutter.* }} would ship verbatim. The alerts'
+    # annotations are Prometheus templates ({{ $value }}, {{ $labels.x }}) and README.md shows an
+    # Alertmanager one ({{ .CommonAnnotations.x }}): Go templates, which start with `$` or `.`.
     for path in k8s_dir.iterdir():
-        text = path.read_text()
+        text = re.sub(r"\{\{ [$.][^}]*\}\}", "", path.read_text())
         assert "{{" not in text and "{%" not in text, path.name
 
 
@@ -543,20 +586,33 @@ def test_runbook_kubectl_commands_name_real_objects(runbooks: dict[str, str], ob
     assert count > 10
 
 
-def test_alert_rules(runbooks: dict[str, str]):
-    blocks = [body for lang, body in _fenced_blocks(runbooks["alerting.md"]) if lang == "yaml"]
-    assert len(blocks) == 1
-    rules = [r for group in yaml.safe_load(blocks[0])["groups"] for r in group["rules"]]
-    assert len(rules) >= 3
+def test_alert_rules(objects: list[dict], runbooks: dict[str, str]):
+    (rule,) = _of_kind(objects, "PrometheusRule")
+    alerts = [r for group in rule["spec"]["groups"] for r in group["rules"]]
+    assert len(alerts) >= 10
     used = set()
-    for rule in rules:
-        assert set(rule) == {"alert", "expr", "for", "labels", "annotations"}, rule.get("alert")
-        assert re.fullmatch(r"\d+[smh]", rule["for"])
-        assert rule["labels"]["severity"] in {"page", "ticket"}
-        assert rule["annotations"]["summary"] and rule["annotations"]["runbook"].startswith("docs/runbooks/")
-        expr = rule["expr"]
-        for open_, close in ("()", "{}", "[]"):
-            assert expr.count(open_) == expr.count(close), f"{rule['alert']}: unbalanced {open_}{close}"
-        used |= set(re.findall(r"\bllm_[a-z_]+", expr))
-    assert used == METRICS, used
-    assert any("canary" in r["expr"] and "stable" in r["expr"] for r in rules), "no canary-vs-stable rule"
+    for alert in alerts:
+        assert set(alert) == {"alert", "expr", "for", "labels", "annotations"}, alert.get("alert")
+        assert re.fullmatch(r"\d+[smh]", alert["for"])
+        assert alert["labels"]["severity"] in {"page", "ticket"}
+        assert set(alert["annotations"]) == {"summary", "description", "runbook_url"}, alert["alert"]
+        assert alert["annotations"]["runbook_url"] == f"docs/runbooks/alerting.md#{alert['alert'].lower()}"
+        assert f"\n### {alert['alert']}\n" in runbooks["alerting.md"], alert["alert"]
+        used |= set(re.findall(r"\bllm_[a-z_]+", alert["expr"]))
+    assert used == ALERT_METRICS, used
+    assert any("canary" in r["expr"] and "stable" in r["expr"] for r in alerts), "no canary-vs-stable rule"
+    # The runbooks point at the rule file; they do not restate the PromQL (one copy of the rules).
+    for name, text in runbooks.items():
+        assert "expr:" not in text and "prometheusrule.yaml" in runbooks["alerting.md"], name
+
+
+def test_alerts_pass_promtool(project: Path):
+    """The baked project's own alert tests (promtool check + unit tests of each alert firing and not
+    firing), with promtool required: CI set, so a missing promtool fails instead of skipping."""
+    assert shutil.which("promtool"), "promtool not installed (make tools: Debian's prometheus package)"
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_alerts.py"],
+        cwd=project, env={**os.environ, "CI": "true"}, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert re.search(r"\b4 passed\b", out.stdout) and "skipped" not in out.stdout, out.stdout
