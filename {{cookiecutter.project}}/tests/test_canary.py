@@ -131,12 +131,12 @@ def _traffic(url: str) -> list[int]:
     ids=["erroring-candidate", "slow-candidate", "disagreeing-candidate", "good-candidate"],
 )
 def test_canary_analyze_on_live_servers(stable, tmp_path, capsys, model, verdict, signal):
-    stable_url, champion = stable
+    stable_url, _ = stable
     model.start()
     try:
         source = toy.write_version(ROOT, tmp_path / "candidate", model.base_url, canary=THRESHOLDS)
-        # The canary mirrors every request to the champion: that is where agreement is measured.
-        env = {"SHADOW_FRACTION": "1", "SHADOW_SOURCE": str(champion)}
+        # The canary mirrors every request to the stable track: that is where agreement is measured.
+        env = {"SHADOW_FRACTION": "1", "SHADOW_URL": stable_url}
         with in_process(PACKAGE, source, "candidate", tmp_path / "canary.log", **env) as canary_url:
             _traffic(canary_url)
             answered = metric(canary_url, "llm_requests_total", status="200")  # only answers are mirrored

@@ -5,6 +5,7 @@ prompt, and a data file), so these tests hold whatever app the project has.
 """
 
 import contextlib
+import re
 import subprocess
 import sys
 import threading
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from live_server import in_thread, metric, wait_for
+from live_server import in_process, in_thread, metric, wait_for
 
 from {{ cookiecutter.package }}.app.loader import load_app
 from {{ cookiecutter.package }}.errors import UserError
@@ -22,6 +23,7 @@ from {{ cookiecutter.package }}.testing import toy
 from {{ cookiecutter.package }}.testing.fake_model import FakeModel
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "{{ cookiecutter.package }}"
 TEXT = "a good lamp, write to jo@example.com"
 VERSION_HEADERS = ("x-app-version", "x-model", "x-prompt-version", "x-model-alias")
 
@@ -250,23 +252,36 @@ def test_readyz_fails_only_when_the_endpoint_refuses_our_key(tmp_path, monkeypat
             assert requests.get(f"{url}/readyz", timeout=5).json() == {"status": "ready", "model_endpoint": "ok"}
 
 
-def test_shadow_runs_after_the_response_and_records_agreement(fake, tmp_path):
+@contextlib.contextmanager
+def canary_process(tmp_path: Path, base_url: str, **env: str):
+    """The canary track: a `serve` process of a DIFFERENT version (another greeting), its own mirror
+    pointed at a dead port: had it mirrored a mirrored request, it would count an error."""
+    source = toy.write_version(ROOT, tmp_path / "canary", base_url, greeting="Hi")
+    env = {"SHADOW_FRACTION": "1", "SHADOW_URL": "http://127.0.0.1:9", **env}
+    with in_process(PACKAGE, source, "candidate", tmp_path / "canary.log", **env) as url:
+        yield url, from_directory("candidate", source).id
+
+
+def test_stable_mirrors_to_the_canary_service_in_the_background_and_counts_agreement(fake, tmp_path):
     gate = threading.Event()
-    with FakeModel(toy.answers, gate=gate) as shadow:
-        shadow_dir = toy.write_version(ROOT, tmp_path / "shadow", shadow.base_url)
-        env = {"SHADOW_FRACTION": "1", "SHADOW_SOURCE": str(shadow_dir)}
+    with FakeModel(toy.answers, gate=gate) as canary_model:
         try:
-            with running(tmp_path, fake.base_url, env=env) as (url, service):
-                assert service.shadow is not None and service.shadow.runner.version.alias == "candidate"
-                response = requests.post(f"{url}/v1/reply", json={"text": TEXT}, timeout=10)
-                # The shadow model is still blocked: the user got the answer without waiting for it.
-                assert response.status_code == 200 and response.json()["label"] == "good"
-                wait_for(lambda: shadow.calls() == 1, what="the shadow call to start")
-                assert metric(url, "llm_shadow_requests_total") == 0
-                gate.set()
-                wait_for(lambda: metric(url, "llm_shadow_requests_total", outcome="agree") == 1, what="agreement")
-                assert metric(url, "llm_requests_total") == 1  # shadow calls are not user requests
-                assert metric(url, "llm_model_calls_total", model="fake-model") == 4  # 2 served + 2 shadow
+            with canary_process(tmp_path, canary_model.base_url) as (canary_url, canary_version):
+                env = {"SHADOW_FRACTION": "1", "SHADOW_URL": canary_url + "/"}
+                with running(tmp_path, fake.base_url, env=env) as (url, service):
+                    assert canary_version != service.version.id
+                    response = requests.post(f"{url}/v1/reply", json={"text": TEXT}, timeout=10)
+                    # The canary's model is still blocked: the user got the answer without waiting for it.
+                    assert response.status_code == 200 and response.json()["echo"] == f"Hello {TEXT}"
+                    wait_for(lambda: canary_model.calls() == 1, what="the mirrored request to reach the canary")
+                    assert metric(url, "llm_shadow_requests_total") == 0
+                    gate.set()
+                    wait_for(lambda: metric(url, "llm_shadow_requests_total") == 1, what="the comparison")
+                    assert metric(url, "llm_shadow_requests_total", outcome="agree", shadow_version=canary_version) == 1
+                    assert metric(url, "llm_requests_total") == 1 and fake.calls() == 2
+                    # The canary answered the mirror as a request of its own, and did not mirror it on.
+                    assert metric(canary_url, "llm_requests_total", status="200", route="/v1/reply") == 1
+                    assert metric(canary_url, "llm_shadow_requests_total") == 0
         finally:
             gate.set()
 
@@ -274,18 +289,34 @@ def test_shadow_runs_after_the_response_and_records_agreement(fake, tmp_path):
 def test_shadow_disagreement_and_drops_when_busy(fake, tmp_path):
     gate = threading.Event()
     with FakeModel(toy.always("bad"), gate=gate) as worse:
-        shadow_dir = toy.write_version(ROOT, tmp_path / "shadow", worse.base_url)
-        env = {"SHADOW_FRACTION": "1.0", "SHADOW_SOURCE": str(shadow_dir)}
         try:
-            with running(tmp_path, fake.base_url, env=env, serve={"shadow_max_inflight": 1}) as (url, _):
-                for _ in range(3):
-                    assert requests.post(f"{url}/v1/reply", json={"text": TEXT}, timeout=10).status_code == 200
-                assert metric(url, "llm_shadow_requests_total", outcome="dropped") == 2
-                gate.set()
-                wait_for(lambda: metric(url, "llm_shadow_requests_total", outcome="disagree") == 1, what="disagreement")
-                assert metric(url, "llm_shadow_requests_total", outcome="agree") == 0
+            with canary_process(tmp_path, worse.base_url) as (canary_url, canary_version):
+                env = {"SHADOW_FRACTION": "1.0", "SHADOW_URL": canary_url}
+                with running(tmp_path, fake.base_url, env=env, serve={"shadow_max_inflight": 1}) as (url, _):
+                    for _ in range(3):
+                        assert requests.post(f"{url}/v1/reply", json={"text": TEXT}, timeout=10).status_code == 200
+                    assert metric(url, "llm_shadow_requests_total", outcome="dropped") == 2
+                    gate.set()
+                    wait_for(lambda: metric(url, "llm_shadow_requests_total", outcome="disagree") == 1, what="disagree")
+                    assert metric(url, "llm_shadow_requests_total", shadow_version=canary_version) == 1
+                    assert metric(url, "llm_shadow_requests_total", outcome="agree") == 0
         finally:
             gate.set()
+
+
+def test_a_mirror_to_the_same_version_or_a_dead_url_is_never_agreement(fake, tmp_path):
+    """Between rollouts the canary Service points at the stable pods: same version, not a comparison."""
+    with running(tmp_path / "other-pod", fake.base_url) as (twin_url, twin):
+        env = {"SHADOW_FRACTION": "1", "SHADOW_URL": twin_url}
+        with running(tmp_path, fake.base_url, env=env) as (url, service):
+            assert service.version.id == twin.version.id
+            assert requests.post(f"{url}/v1/reply", json={"text": TEXT}, timeout=10).status_code == 200
+            wait_for(lambda: metric(url, "llm_shadow_requests_total") == 1, what="the mirror")
+            assert metric(url, "llm_shadow_requests_total", outcome="same_version") == 1
+    with running(tmp_path, fake.base_url, env={"SHADOW_FRACTION": "1", "SHADOW_URL": "http://127.0.0.1:9"}) as (url, _):
+        assert requests.post(f"{url}/v1/reply", json={"text": TEXT}, timeout=10).status_code == 200
+        wait_for(lambda: metric(url, "llm_shadow_requests_total", outcome="error") == 1, what="the failed mirror")
+        assert metric(url, "llm_shadow_requests_total", outcome="agree") == 0
 
 
 def test_version_id_is_a_content_hash_of_what_is_served(tmp_path):
@@ -353,3 +384,17 @@ def test_serve_rejects_a_bad_shadow_fraction_in_one_line(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "SHADOW_FRACTION: expected a number from 0 to 1, got 'lots'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("", "SHADOW_FRACTION is above 0 but SHADOW_URL (the canary's Service) is not set"),
+        ("llm-app-canary:80", "SHADOW_URL: expected an http(s) base URL"),
+    ],
+)
+def test_a_shadow_needs_a_url_to_mirror_to(tmp_path, url, message):
+    source = toy.write_version(ROOT, tmp_path / "v", "http://127.0.0.1:9/v1")
+    env = {"SHADOW_FRACTION": "0.1", "SHADOW_URL": url}
+    with pytest.raises(UserError, match=re.escape(message)), open_service("champion", str(source), env):
+        pass

@@ -98,13 +98,14 @@ def test_an_empty_or_blank_message_is_422(fake, tmp_path):
 def test_shadow_compares_the_route_and_the_order_fields(fake, tmp_path):
     gate = threading.Event()
     with FakeModel(support_answers(intent="other"), gate=gate) as worse:
-        shadow_dir = write_support_version(tmp_path / "shadow", worse.base_url)
-        env = {"SHADOW_FRACTION": "1.0", "SHADOW_SOURCE": str(shadow_dir)}
         try:
-            with running(tmp_path, fake.base_url, env=env) as (url, _):
-                assert requests.post(f"{url}/v1/answer", json={"message": MESSAGE}, timeout=10).status_code == 200
-                gate.set()
-                wait_for(lambda: metric(url, "llm_shadow_requests_total", outcome="disagree") == 1, what="disagreement")
+            # The canary: the same app on a worse model, served like stable (a Service of its own).
+            with running(tmp_path, worse.base_url, name="canary") as (canary_url, _):
+                env = {"SHADOW_FRACTION": "1.0", "SHADOW_URL": canary_url}
+                with running(tmp_path, fake.base_url, env=env) as (url, _):
+                    assert requests.post(f"{url}/v1/answer", json={"message": MESSAGE}, timeout=10).status_code == 200
+                    gate.set()
+                    wait_for(lambda: metric(url, "llm_shadow_requests_total", outcome="disagree") == 1, what="disagree")
         finally:
             gate.set()
 

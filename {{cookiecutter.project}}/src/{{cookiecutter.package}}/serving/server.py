@@ -37,7 +37,7 @@ Every response carries the served version in headers (`X-App-Version`, `X-Model`
 
 Configuration (the Kubernetes contract, see k8s/): `APP_MODEL_ALIAS` (champion | candidate),
 `APP_VERSION_SOURCE` (a version directory, default `.`; `registry` = MLflow, see registry/versions.py),
-`SHADOW_FRACTION` (0-1) with `SHADOW_ALIAS` / `SHADOW_SOURCE` (default: the other alias, same source),
+`SHADOW_FRACTION` (0-1) of answers mirrored to `SHADOW_URL` (the canary's Service: serving/shadow.py),
 `LOG_CONTENT`, `LOG_HASH_KEY`, `OTEL_*`, the model key in the env var that params.yaml names, and
 the service's API keys in the one `serve.api_keys_env` names.
 """
@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import contextvars
 import json
 import logging
 import os
@@ -71,6 +70,7 @@ from ..settings import ModelSettings, ServeSettings
 from . import asgi, validation
 from .admission import ApiKeys, Capacity, ClientLimits, Refusal
 from .observability import Metrics, Redactor, Tracing, configure_logging, elapsed_ms, flag, gen_ai_attributes
+from .shadow import MIRROR_HEADER, Shadow, shadow_url
 
 if TYPE_CHECKING:
     from ..app.async_client import AsyncChatClient
@@ -204,68 +204,6 @@ class Runner:
         return canonical(reply.body["output"])
 
 
-class Shadow:
-    """Mirrors a fraction of requests to a second version in the background and records agreement.
-
-    The mirror is offered only after the served answer is complete, and the request never waits for
-    it: it is a task of its own (in a fresh trace context), and when `max_inflight` are running it is
-    dropped (counted), not queued. Shadow calls still share the CPU and the model endpoint: keep
-    SHADOW_FRACTION small.
-    """
-
-    def __init__(self, runner: Runner, fraction: float, max_inflight: int, rand: Callable[[], float] = random.random):
-        self.runner = runner
-        self.fraction = fraction
-        self.max_inflight = max_inflight
-        self._rand = rand
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def offer(self, request_id: str, target: Target, request: Mapping[str, Any], decision: str) -> bool:
-        if self.fraction <= 0 or self._rand() >= self.fraction:
-            return False
-        if len(self._tasks) >= self.max_inflight:
-            self.runner.metrics.shadow.labels(outcome="dropped", shadow_version=self.runner.version.id).inc()
-            return False
-        coroutine = self._compare(request_id, target, request, decision)
-        task = asyncio.get_running_loop().create_task(coroutine, context=contextvars.Context())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return True
-
-    async def _compare(self, request_id: str, target: Target, request: Mapping[str, Any], decision: str) -> None:
-        started = time.perf_counter()
-        try:
-            fields: dict[str, Any] = {}
-            try:
-                reply = await self.runner.answer(target, request)
-                outcome = "agree" if self.runner.decision(target, reply) == decision else "disagree"
-            except ModelError as exc:
-                outcome, fields = "error", {"error_kind": exc.kind}
-            self.runner.metrics.shadow.labels(outcome=outcome, shadow_version=self.runner.version.id).inc()
-            log.info(
-                "shadow",
-                extra={
-                    "fields": {
-                        "request_id": request_id,
-                        "route": target.path,
-                        "shadow_version": self.runner.version.id,
-                        "shadow_alias": self.runner.version.alias,
-                        "outcome": outcome,
-                        "latency_ms": elapsed_ms(started),
-                        **fields,
-                    }
-                },
-            )
-        except Exception:  # a shadow bug must never surface anywhere near a user
-            log.exception("shadow_failed", extra={"fields": {"request_id": request_id}})
-
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.runner.client.aclose()
-
-
 class Service:
     """What one server process holds: the served version, its runner, telemetry, admission and the shadow."""
 
@@ -367,9 +305,17 @@ class Service:
         request_id = request_id_from(request.headers.get("x-request-id"))
         fields: dict[str, Any] = {"request_id": request_id, "route": target.path}
         headers = {"X-Request-Id": request_id}
+        mirrored_from = request.headers.get(MIRROR_HEADER)
+        if mirrored_from is not None:
+            fields["mirror_of"] = clip(mirrored_from, 64)
         status, payload, body, reply = await self._admitted(target, request, fields, headers)
         if status >= 500:
             payload["request_id"] = request_id
+        if reply is not None and self.shadow is not None and mirrored_from is None:  # a mirror is never mirrored on
+            fields["shadowed"] = self.shadow.offer(
+                request_id, target.path, body, self.runner.decision(target, reply),
+                lambda theirs: self.runner.decision(target, Reply(theirs)), request.headers.get("authorization"),
+            )  # fmt: skip
         self._finish(target, request_id, started, status, body, reply, fields, headers)
         return Handled(status, payload, headers, body)
 
@@ -459,7 +405,7 @@ class Service:
         fields: dict[str, Any],
         headers: dict[str, str],
     ) -> None:
-        """Server-Timing, the shadow offer and the request's log line."""
+        """Server-Timing and the request's log line."""
         latency = elapsed_ms(started)
         headers["Server-Timing"] = f"app;dur={latency}"
         if status == 503:
@@ -476,8 +422,6 @@ class Service:
             flow = self.version.app.flows.get(target.name) if target.kind == "flow" else None
             if flow is not None and flow.log_fields is not None:
                 fields.update(flow.log_fields(reply.body))
-            if self.shadow is not None:
-                fields["shadowed"] = self.shadow.offer(request_id, target, body, self.runner.decision(target, reply))
         if self.log_content and isinstance(body, dict):
             fields["request"] = self.redactor(json.dumps(body, ensure_ascii=False))
             if reply is not None:
@@ -616,12 +560,11 @@ def open_service(
         runner = Runner(version, async_client(where, version.model, serve, serve.max_inflight), metrics, tracing)
         shadow = None
         if fraction > 0:
-            other = env.get("SHADOW_ALIAS") or next(a for a in ALIASES if a != alias)
-            shadow_version = load(other, env.get("SHADOW_SOURCE") or source)
-            shadow_where = stack.enter_context(endpoint(shadow_version.model))
-            shadow_client = async_client(shadow_where, shadow_version.model, serve, max(1, serve.shadow_max_inflight))
-            shadow = Shadow(Runner(shadow_version, shadow_client, metrics, tracing), fraction,
-                            serve.shadow_max_inflight, rand)  # fmt: skip
+            url = env.get("SHADOW_URL", "")
+            if not url:
+                raise UserError("SHADOW_FRACTION is above 0 but SHADOW_URL (the canary's Service) is not set")
+            shadow = Shadow(shadow_url(url), fraction, serve.shadow_max_inflight, version.id, metrics,
+                            serve.request_timeout_s, rand)  # fmt: skip
         yield Service(runner, serve, Redactor(env.get("LOG_HASH_KEY")), flag(env, "LOG_CONTENT"), shadow, keys)
 
 
@@ -665,6 +608,7 @@ def main(argv: list[str] | None = None, prog: str = "serve") -> int:
                         "prompt_versions": service.version.prompt_versions,
                         "routes": sorted(service.targets),
                         "shadow_fraction": service.shadow.fraction if service.shadow else 0.0,
+                        "shadow_url": service.shadow.url if service.shadow else None,
                         "log_content": service.log_content,
                         "tracing": service.runner.tracing.enabled,
                         "api_keys": service.keys is not None,
