@@ -211,7 +211,7 @@ class Metrics:
         )
         self.shadow = Counter(
             "llm_shadow_requests",
-            "Shadow comparisons (outcome: agree | disagree | error | dropped)",
+            "Mirrored requests (outcome: agree | disagree | same_version | error | dropped)",
             ["outcome", "shadow_version"],
             registry=r,
         )
