@@ -253,10 +253,10 @@ def test_readyz_fails_only_when_the_endpoint_refuses_our_key(tmp_path, monkeypat
 
 
 @contextlib.contextmanager
-def canary_process(tmp_path: Path, base_url: str, **env: str):
+def canary_process(tmp_path: Path, base_url: str, serve: dict | None = None, **env: str):
     """The canary track: a `serve` process of a DIFFERENT version (another greeting), its own mirror
     pointed at a dead port: had it mirrored a mirrored request, it would count an error."""
-    source = toy.write_version(ROOT, tmp_path / "canary", base_url, greeting="Hi")
+    source = toy.write_version(ROOT, tmp_path / "canary", base_url, greeting="Hi", serve=serve or {})
     env = {"SHADOW_FRACTION": "1", "SHADOW_URL": "http://127.0.0.1:9", **env}
     with in_process(PACKAGE, source, "candidate", tmp_path / "canary.log", **env) as url:
         yield url, from_directory("candidate", source).id
@@ -302,6 +302,18 @@ def test_shadow_disagreement_and_drops_when_busy(fake, tmp_path):
                     assert metric(url, "llm_shadow_requests_total", outcome="agree") == 0
         finally:
             gate.set()
+
+
+def test_a_mirror_carries_the_callers_key_to_a_canary_that_asks_for_one(fake, tmp_path):
+    keys = {"TEST_API_KEYS": "key-one"}
+    serve = {"api_keys_env": "TEST_API_KEYS"}
+    with canary_process(tmp_path, fake.base_url, serve=serve, **keys) as (canary_url, _):
+        env = {"SHADOW_FRACTION": "1", "SHADOW_URL": canary_url, **keys}
+        with running(tmp_path, fake.base_url, env=env, serve=serve) as (url, _):
+            auth = {"Authorization": "Bearer key-one"}
+            assert requests.post(f"{url}/v1/reply", json={"text": TEXT}, headers=auth, timeout=10).status_code == 200
+            wait_for(lambda: metric(url, "llm_shadow_requests_total") == 1, what="the mirror")
+            assert metric(url, "llm_shadow_requests_total", outcome="agree") == 1
 
 
 def test_a_mirror_to_the_same_version_or_a_dead_url_is_never_agreement(fake, tmp_path):
