@@ -37,9 +37,9 @@ DEFAULT_FILES = {
     ".dockerignore", "Dockerfile",
     "data/raw/README.md", "data/processed/.gitignore", "models/README.md", "eval/golden.jsonl",
     "docs/runbooks/alerting.md", "docs/runbooks/incident.md", "docs/runbooks/rollback.md",
-    "k8s/README.md", "k8s/configmap.yaml", "k8s/deployment-canary.yaml", "k8s/deployment-stable.yaml",
+    "k8s/README.md", "k8s/analysis.yaml", "k8s/configmap.yaml", "k8s/rollout.yaml",
     "k8s/httproute.yaml", "k8s/kustomization.yaml", "k8s/namespace.yaml", "k8s/networkpolicy.yaml",
-    "k8s/pdb.yaml", "k8s/prometheusrule.yaml", "k8s/service-canary.yaml", "k8s/service-stable.yaml", "k8s/service.yaml",
+    "k8s/pdb.yaml", "k8s/prometheusrule.yaml", "k8s/service-canary.yaml", "k8s/service-stable.yaml",
     "k8s/serviceaccount.yaml", "prompts/schema.json",
     *(f"src/{PACKAGE}/{name}" for name in (
         "__init__.py", "__main__.py", "cli.py", "envfile.py", "errors.py", "settings.py", "strict_json.py",
@@ -53,7 +53,7 @@ DEFAULT_FILES = {
         "registry/__init__.py", "registry/faults.py", "registry/lifecycle.py", "registry/pyfunc.py",
         "registry/release.py", "registry/store.py", "registry/versions.py",
         "serving/__init__.py", "serving/admission.py", "serving/analysis.py", "serving/asgi.py", "serving/canary.py",
-        "serving/observability.py", "serving/rollout.py", "serving/server.py", "serving/shadow.py",
+        "serving/loadgen.py", "serving/manifests.py", "serving/observability.py", "serving/rollout.py", "serving/server.py", "serving/shadow.py",
         "serving/validation.py",
         "stages/__init__.py", "stages/evaluate.py", "stages/plots.py", "stages/preprocess.py",
         "stages/register.py",
@@ -64,7 +64,7 @@ DEFAULT_FILES = {
     "tests/test_bad_input.py", "tests/test_canary.py",
     "tests/test_cli.py", "tests/test_client.py", "tests/test_container.py", "tests/test_embedded.py",
     "tests/test_envfile.py", "tests/test_evaluate.py", "tests/test_gate.py", "tests/test_golden.py", "tests/test_observability.py",
-    "tests/test_prompts.py", "tests/test_properties_cli.py", "tests/test_registry.py", "tests/test_runner.py", "tests/test_scorers.py",
+    "tests/test_prompts.py", "tests/test_properties_cli.py", "tests/test_registry.py", "tests/test_rollout.py", "tests/test_runner.py", "tests/test_scorers.py",
     "tests/test_properties_server.py", "tests/test_server.py", "tests/test_server_limits.py", "tests/test_settings.py",
 }  # fmt: skip
 # The example app (example_app=support-bot): its code, prompts, data and tests, pruned with it.

@@ -3,10 +3,11 @@
 - Every manifest passes `kubernetes-validate --strict` (the schemas ship inside the wheel, offline),
   against the newest Kubernetes it knows and against 1.30, the oldest we support (`preStop.sleep`).
 - kubernetes-validate has no schema for CRDs: it prints `WARN ... Couldn't find schema for kind
-  HTTPRoute` and exits 0, i.e. it silently skips the HTTPRoute. So the test insists that the
-  HTTPRoute is the ONLY skipped document, and validates it against HTTPROUTE_SCHEMA below: a strict
-  (additionalProperties: false) subset of the Gateway API v1 HTTPRoute CRD covering the fields we use.
-- Custom resources (PrometheusRule) validate against their CRD's JSON schema, vendored in
+  HTTPRoute` and exits 0, i.e. it silently skips custom resources. So the test insists that the
+  custom kinds are the ONLY skipped documents; the HTTPRoute is also checked against HTTPROUTE_SCHEMA
+  below, a strict subset of the Gateway API v1 HTTPRoute CRD covering the fields we use.
+- Custom resources (Rollout, AnalysisTemplate, HTTPRoute, PrometheusRule) validate against their
+  CRD's JSON schema, vendored in
   tests/schemas/crds/ with its licence, with `check-jsonschema`; the alert rules pass the baked
   project's own promtool tests (tests/test_alerts.py there), run here with promtool required.
 - kustomization.yaml is not a Kubernetes object either; it is checked to list exactly the other files,
@@ -31,10 +32,10 @@ import yaml
 
 NAMESPACE = "llm-app"
 APP = "llm-app"
-TRACKS = {"stable": {"replicas": 3, "alias": "champion"}, "canary": {"replicas": 1, "alias": "candidate"}}
+TRACKS = ("stable", "canary")
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass", "StorageClass"}
-CLI_SUBCOMMANDS = {"prompts", "evaluate", "gate", "promote", "rollback", "serve", "canary"}
-CANARY_SUBCOMMANDS = {"analyze", "promote", "rollback"}
+CLI_SUBCOMMANDS = {"prompts", "evaluate", "gate", "promote", "rollback", "serve", "canary", "rollout"}
+CANARY_SUBCOMMANDS = {"analyze"}
 MAKE_TARGETS_USED_BY_RUNBOOKS = {"rollback", "promote", "gate", "repro"}
 METRICS = {
     "llm_requests_total", "llm_request_latency_seconds_bucket", "llm_tokens_total", "llm_model_endpoint_up",
@@ -42,7 +43,7 @@ METRICS = {
 }  # fmt: skip
 RUNBOOKS = ("rollback.md", "alerting.md", "incident.md")
 # Custom resources: kubernetes-validate skips them (WARN); their schemas are in CRD_SCHEMAS.
-CUSTOM_KINDS = {"HTTPRoute", "PrometheusRule"}
+CUSTOM_KINDS = {"Rollout", "AnalysisTemplate", "HTTPRoute", "PrometheusRule"}
 CRD_SCHEMAS = Path(__file__).parent / "schemas" / "crds"
 ALERT_METRICS = METRICS | {"llm_schema_checks_total", "llm_shadow_requests_total", "llm_cost_usd_total"}
 OLDEST_KUBERNETES = "1.30"
@@ -265,9 +266,12 @@ def _check_jsonschema(schema: Path, *documents: Path) -> subprocess.CompletedPro
 def test_custom_resources_match_their_crd_schema(objects: list[dict], k8s_dir: Path, tmp_path: Path):
     custom = [o for o in objects if o["kind"] in CUSTOM_KINDS]
     assert {o["kind"] for o in custom} == CUSTOM_KINDS
-    for obj in custom:
-        out = _check_jsonschema(_crd_schema(obj, tmp_path), k8s_dir / obj["__file__"])
-        assert out.returncode == 0, f"{obj['__file__']}: {out.stdout}{out.stderr}"
+    for i, obj in enumerate(custom):
+        # One document per file: check-jsonschema reads no multi-document YAML (analysis.yaml is one).
+        document = tmp_path / f"{i}-{obj['__file__']}"
+        document.write_text(yaml.safe_dump(_strip(obj)))
+        out = _check_jsonschema(_crd_schema(obj, tmp_path), document)
+        assert out.returncode == 0, f"{obj['__file__']} {obj['metadata']['name']}: {out.stdout}{out.stderr}"
 
 
 def test_the_crd_schema_check_refuses_a_misspelt_field(objects: list[dict], tmp_path: Path):
@@ -277,6 +281,16 @@ def test_the_crd_schema_check_refuses_a_misspelt_field(objects: list[dict], tmp_
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     out = _check_jsonschema(_crd_schema(rule, tmp_path), tmp_path / "bad.yaml")
     assert out.returncode == 1 and "'annotation' was unexpected" in out.stdout, out.stdout + out.stderr
+
+
+def test_the_rollout_schema_refuses_a_misspelt_step(objects: list[dict], tmp_path: Path):
+    (ro,) = _of_kind(objects, "Rollout")
+    bad = copy.deepcopy(_strip(ro))
+    steps = bad["spec"]["strategy"]["canary"]["steps"]
+    steps[0] = {"setWeigth": steps[0]["setWeight"]}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    out = _check_jsonschema(_crd_schema(ro, tmp_path), tmp_path / "bad.yaml")
+    assert out.returncode == 1 and "'setWeigth' was unexpected" in out.stdout, out.stdout + out.stderr
 
 
 def test_kustomization_lists_exactly_the_manifests(k8s_dir: Path, manifest_files: list[Path], objects):
@@ -302,9 +316,10 @@ def test_kustomization_lists_exactly_the_manifests(k8s_dir: Path, manifest_files
 def test_no_jinja_in_manifests(k8s_dir: Path):
     # k8s/ is copied without rendering: any {{ cookiecutter.* }} would ship verbatim. The alerts'
     # annotations are Prometheus templates ({{ $value }}, {{ $labels.x }}) and README.md shows an
-    # Alertmanager one ({{ .CommonAnnotations.x }}): Go templates, which start with `$` or `.`.
+    # Alertmanager one ({{ .CommonAnnotations.x }}): Go templates, which start with `$` or `.`. The
+    # rollout's analysis passes Argo Rollouts arguments, `{{args.name}}`.
     for path in k8s_dir.iterdir():
-        text = re.sub(r"\{\{ [$.][^}]*\}\}", "", path.read_text())
+        text = re.sub(r"\{\{ [$.][^}]*\}\}|\{\{args\.[a-z-]+\}\}", "", path.read_text())
         assert "{{" not in text and "{%" not in text, path.name
 
 
@@ -322,33 +337,52 @@ def test_every_namespaced_object_names_the_namespace(objects: list[dict]):
         assert obj["metadata"].get("namespace") == NAMESPACE, f"{obj['__file__']}: {obj['kind']}"
 
 
-def test_deployments_one_per_track(objects: list[dict]):
-    deployments = _of_kind(objects, "Deployment")
-    tracks = {d["spec"]["template"]["metadata"]["labels"]["track"]: d for d in deployments}
-    assert set(tracks) == set(TRACKS) and len(deployments) == len(TRACKS)
-    for track, dep in tracks.items():
-        assert dep["metadata"]["name"] == f"{APP}-{track}"
-        assert dep["spec"]["replicas"] == TRACKS[track]["replicas"]
-        pod_labels = dep["spec"]["template"]["metadata"]["labels"]
-        assert pod_labels["app"] == APP
-        assert dep["metadata"]["labels"] == {"app": APP, "track": track}
-        assert dep["spec"]["selector"]["matchLabels"] == {"app": APP, "track": track}
-        assert _selects(dep["spec"]["selector"]["matchLabels"], pod_labels)
+def test_one_rollout_runs_both_tracks(objects: list[dict]):
+    """The app is a Rollout (Argo Rollouts): no Deployment per track, the controller runs both."""
+    assert _of_kind(objects, "Deployment") == []
+    (ro,) = _of_kind(objects, "Rollout")
+    assert ro["metadata"]["name"] == APP and ro["spec"]["replicas"] == 3
+    pod_labels = ro["spec"]["template"]["metadata"]["labels"]
+    assert ro["spec"]["selector"]["matchLabels"] == {"app": APP}
+    assert _selects(ro["spec"]["selector"]["matchLabels"], pod_labels)
+    canary = ro["spec"]["strategy"]["canary"]
+    # Pods get their track as a label from the controller: the alerts and `canary analyze` use it.
+    assert {t: canary[f"{t}Metadata"]["labels"] for t in TRACKS} == {t: {"track": t} for t in TRACKS}
+    assert (canary["stableService"], canary["canaryService"]) == (f"{APP}-stable", f"{APP}-canary")
+    assert canary["trafficRouting"]["plugins"]["argoproj-labs/gatewayAPI"]["httpRoutes"] == [
+        {"name": APP, "useHeaderRoutes": True}
+    ]
+    templates = _by_name(objects, "AnalysisTemplate")
+    used = {t["templateName"] for step in canary["steps"] if "analysis" in step for t in step["analysis"]["templates"]}
+    assert used == set(templates) == {f"{APP}-analysis", f"{APP}-load", f"{APP}-promote"}
 
 
 @pytest.fixture(scope="module")
 def deployments(objects: list[dict]) -> list[dict]:
-    deps = _of_kind(objects, "Deployment")
-    assert deps
-    return deps
+    """The app's workload (the Rollout): what the pod checks below read."""
+    rollouts = _of_kind(objects, "Rollout")
+    assert rollouts
+    return rollouts
+
+
+@pytest.fixture(scope="module")
+def jobs(objects: list[dict]) -> list[dict]:
+    """The rollout's Jobs (load, promotion), as `{metadata, spec}` like a workload's."""
+    return [
+        {"metadata": {"name": m["name"]}, "spec": m["provider"]["job"]["spec"]}
+        for t in _of_kind(objects, "AnalysisTemplate")
+        for m in t["spec"]["metrics"]
+        if "job" in m["provider"]
+    ]
 
 
 def _containers(pod: dict) -> list[dict]:
     return pod["containers"] + pod.get("initContainers", [])
 
 
-def test_pod_hardening(deployments: list[dict], objects: list[dict]):
-    for dep in deployments:
+def test_pod_hardening(deployments: list[dict], jobs: list[dict], objects: list[dict]):
+    assert len(jobs) == 2
+    for dep in deployments + jobs:
         pod = dep["spec"]["template"]["spec"]
         name = dep["metadata"]["name"]
         assert pod["automountServiceAccountToken"] is False, name
@@ -398,13 +432,12 @@ def test_probes_and_port(deployments: list[dict]):
 def test_image_and_env(deployments: list[dict], objects: list[dict]):
     configmaps = _by_name(objects, "ConfigMap")
     for dep in deployments:
-        track = dep["spec"]["template"]["metadata"]["labels"]["track"]
         (c,) = dep["spec"]["template"]["spec"]["containers"]
-        assert c["name"] == "app"  # `kubectl set image deployment/... app=...` relies on it
-        assert c["image"] == f"{APP}:{track}"
+        assert c["name"] == "app"
+        assert c["image"] == f"{APP}:stable"  # the deploy sets <repo>:<commit> (`rollout ship`)
+        assert dep["spec"]["template"]["metadata"]["labels"]["commit"] == "none"  # ... and this label
         assert c["imagePullPolicy"] == "IfNotPresent"
         env = {e["name"]: e for e in c["env"]}
-        assert env["APP_MODEL_ALIAS"]["value"] == TRACKS[track]["alias"]
         assert env["MLFLOW_DISABLE_TELEMETRY"]["value"] == "true"
         assert env["DO_NOT_TRACK"]["value"] == "1"
         secrets = {
@@ -426,11 +459,11 @@ def test_image_and_env(deployments: list[dict], objects: list[dict]):
     assert _of_kind(objects, "Secret") == [], "secrets are created by hand, never committed"
 
 
-def test_the_install_creates_every_secret_key_the_pods_read(deployments: list[dict], project: Path):
+def test_the_install_creates_every_secret_key_the_pods_read(deployments: list[dict], jobs: list[dict], project: Path):
     """k8s/README.md's `kubectl create secret` names every key the manifests read from the Secret."""
     used = {
         e["valueFrom"]["secretKeyRef"]["key"]
-        for dep in deployments
+        for dep in deployments + jobs
         for c in dep["spec"]["template"]["spec"]["containers"]
         for e in c["env"]
         if "secretKeyRef" in e.get("valueFrom", {})
@@ -439,52 +472,48 @@ def test_the_install_creates_every_secret_key_the_pods_read(deployments: list[di
     assert set(re.findall(r"--from-literal=([a-z-]+)=", install)) == used
 
 
-def test_services_select_deployments(objects: list[dict], deployments: list[dict]):
+def test_services_select_the_rollouts_pods(objects: list[dict], deployments: list[dict]):
+    """One Service per track; the controller adds each ReplicaSet's pod-template hash to its selector."""
     services = _by_name(objects, "Service")
-    assert set(services) == {APP, f"{APP}-stable", f"{APP}-canary"}
-    pods = {d["spec"]["template"]["metadata"]["labels"]["track"]: d["spec"]["template"] for d in deployments}
-
-    def selected(svc: dict) -> set[str]:
-        return {t for t, tpl in pods.items() if _selects(svc["spec"]["selector"], tpl["metadata"]["labels"])}
-
-    assert selected(services[APP]) == set(TRACKS)  # replica-ratio fallback
-    for track in TRACKS:
-        assert selected(services[f"{APP}-{track}"]) == {track}
+    assert set(services) == {f"{APP}-{t}" for t in TRACKS}
+    (ro,) = deployments
+    template = ro["spec"]["template"]
+    (c,) = template["spec"]["containers"]
+    names = {p["name"]: p["containerPort"] for p in c["ports"]}
     for svc in services.values():
+        assert svc["spec"]["selector"] == {"app": APP}
+        assert _selects(svc["spec"]["selector"], template["metadata"]["labels"])
         for port in svc["spec"]["ports"]:
-            for tpl in pods.values():
-                (c,) = tpl["spec"]["containers"]
-                names = {p["name"]: p["containerPort"] for p in c["ports"]}
-                assert names.get(port["targetPort"], port["targetPort"]) == 8000
+            assert names.get(port["targetPort"], port["targetPort"]) == 8000
 
 
 def test_httproute_weights_and_backends(objects: list[dict]):
+    """All traffic to stable at rest; the Rollout's plugin moves the weights during a rollout."""
     (route,) = _of_kind(objects, "HTTPRoute")
     services = _by_name(objects, "Service")
     (parent,) = route["spec"]["parentRefs"]
     assert parent["name"] == "llm-gateway" and parent.get("kind", "Gateway") == "Gateway"
     for rule in route["spec"]["rules"]:
         refs = rule["backendRefs"]
-        assert sum(r.get("weight", 1) for r in refs) == 100
-        weights = {r["name"]: r["weight"] for r in refs}
-        assert weights == {f"{APP}-stable": 90, f"{APP}-canary": 10}
+        assert [(r["name"], r["weight"]) for r in refs] == [(f"{APP}-stable", 100), (f"{APP}-canary", 0)]
         for ref in refs:
             svc = services[ref["name"]]  # exists
             assert ref.get("namespace", NAMESPACE) == svc["metadata"]["namespace"]
             assert ref["port"] in {p["port"] for p in svc["spec"]["ports"]}
-    # Order matters to the patch commands in k8s/README.md (/backendRefs/0 = stable, /1 = canary).
-    assert [r["name"] for r in route["spec"]["rules"][0]["backendRefs"]] == [f"{APP}-stable", f"{APP}-canary"]
 
 
-def test_pdb(objects: list[dict], deployments: list[dict]):
+def test_pdb(objects: list[dict], deployments: list[dict], jobs: list[dict]):
     (pdb,) = _of_kind(objects, "PodDisruptionBudget")
     assert pdb["apiVersion"] == "policy/v1"
     for dep in deployments:
         assert _selects(pdb["spec"]["selector"]["matchLabels"], dep["spec"]["template"]["metadata"]["labels"])
+    # Not the rollout's Jobs: their pods carry a `role`, which the PDB excludes.
+    assert pdb["spec"]["selector"]["matchExpressions"] == [{"key": "role", "operator": "DoesNotExist"}]
+    assert all("role" in job["spec"]["template"]["metadata"]["labels"] for job in jobs)
     assert ("minAvailable" in pdb["spec"]) != ("maxUnavailable" in pdb["spec"])
 
 
-def test_networkpolicy(objects: list[dict], deployments: list[dict]):
+def test_networkpolicy(objects: list[dict], deployments: list[dict], jobs: list[dict]):
     policies = _of_kind(objects, "NetworkPolicy")
     deny = [p for p in policies if p["spec"]["podSelector"] == {}]
     assert len(deny) == 1
@@ -492,14 +521,20 @@ def test_networkpolicy(objects: list[dict], deployments: list[dict]):
     app = [p for p in policies if p is not deny[0]]
     assert len(app) == 1
     spec = app[0]["spec"]
-    for dep in deployments:
+    for dep in deployments + jobs:  # the Jobs need DNS, MLflow (promotion) and the app's pods (load)
         assert _selects(spec["podSelector"]["matchLabels"], dep["spec"]["template"]["metadata"]["labels"])
     ingress_ports = {p["port"] for rule in spec["ingress"] for p in rule["ports"]}
     assert ingress_ports == {8000}
     assert all(rule.get("from") for rule in spec["ingress"]), "ingress from anywhere"
     sources = [peer for rule in spec["ingress"] for peer in rule["from"]]
-    ns = {p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for p in sources}
+    ns = {
+        p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for p in sources
+        if "namespaceSelector" in p
+    }
     assert {"gateway-system", "monitoring"} <= ns
+    # Within the namespace only the app's own pods (the load Job, shadow calls stable -> canary).
+    assert [p["podSelector"] for p in sources if "namespaceSelector" not in p] == [{"matchLabels": {"app": APP}}]
     egress = {(p.get("protocol", "TCP"), p["port"]) for rule in spec["egress"] for p in rule["ports"]}
     assert {("UDP", 53), ("TCP", 53), ("TCP", 443), ("TCP", 5000)} <= egress
 
@@ -551,7 +586,7 @@ def test_runbook_cli_commands_exist(runbooks: dict[str, str], project: Path):
             words = span.split()
             if words and words[0] == cli:
                 assert len(words) > 1 and words[1] in CLI_SUBCOMMANDS, f"{name}: {span}"
-    assert ("canary", "rollback") in seen and ("canary", "analyze") in seen, seen
+    assert ("canary", "analyze") in seen, seen
 
 
 def test_runbook_make_targets_exist(runbooks: dict[str, str], project: Path):
@@ -581,7 +616,7 @@ def test_runbook_kubectl_commands_name_real_objects(runbooks: dict[str, str], ob
             count += 1
             if "apply" not in command.split()[1:2]:
                 assert f"-n {NAMESPACE}" in command, f"{name}: {command}"
-            for kind, obj in re.findall(r"\b(deployment|deploy|svc|service)/([a-z0-9-]+)", command):
+            for kind, obj in re.findall(r"\b(deployment|deploy|svc|service|rollout)/([a-z0-9-]+)", command):
                 assert (alias.get(kind, kind), obj) in names, f"{name}: {command}"
             for kind, obj in re.findall(r"\b(httproute|configmap|pdb) ([a-z0-9-]+)", command):
                 kind = {"pdb": "poddisruptionbudget"}.get(kind, kind)

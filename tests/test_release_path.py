@@ -2,8 +2,10 @@
 
 A baked project pushes to a bare git repository (its `origin`); a real `mlflow server` (sqlite
 backend, local artifacts) is the team's store; CI's own `run:` steps run in fresh clones with the
-variables of a pull request or of a push to main (tests/workflow_runner.py); `kubectl` and `docker`
-are stubs that record their calls, and a stand-in Prometheus reports a healthy canary. The model is
+variables of a pull request or of a push to main (tests/workflow_runner.py); `docker` is a stub that
+records its calls, `kubectl` one that plays the rollout controller: it records the Rollout the deploy
+patches and, asked for its status, runs the rollout's last step (the promotion Job, its arguments as
+k8s/analysis.yaml has them) and reports Healthy, or Degraded when that Job fails. The model is
 the project's fake endpoint answering from the golden set, which knows a queue only while the prompt
 names it, so prompt changes really flip examples.
 """
@@ -14,8 +16,6 @@ import json
 import re
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -31,55 +31,37 @@ NAME = "release-demo"
 GIT = ["git", "-c", "user.name=dev", "-c", "user.email=dev@test.invalid"]
 BASELINE_MISTAKES = {"intent-13": '{"intent": "other"}', "intent-17": '{"intent": "refund"}'}
 PRODUCT_LABEL = "      product: questions about a product, its size, material, stock, gift cards.\n"
-KUBECTL = """#!/bin/sh
-echo "kubectl $*" >> "$CALLS"
-case "$*" in
-  *"set image deployment/llm-app-canary"*) echo "${*##*app=}" > "$CALLS.canary-image" ;;
-  *"get deployment/llm-app-canary"*) cat "$CALLS.canary-image" ;;
-esac
-exit 0
+KUBECTL = """#!{python}
+import json, os, subprocess, sys
+from pathlib import Path
+
+import yaml
+
+args = sys.argv[1:]
+calls = Path(os.environ["CALLS"])
+with calls.open("a") as log:
+    log.write("kubectl " + " ".join(args) + "\\n")
+shipped = Path(f"{{calls}}.rollout")
+if "patch" in args and "rollout/llm-app" in args:
+    shipped.write_text(json.dumps({{op["path"]: op["value"] for op in json.loads(args[args.index("-p") + 1])}}))
+elif "get" in args and "rollout/llm-app" in args:
+    spec = json.loads(shipped.read_text())
+    image, commit = spec["/spec/template/spec/containers/0/image"], spec["/spec/template/metadata/labels/commit"]
+    docs = yaml.safe_load_all(Path("k8s/analysis.yaml").read_text())
+    (job,) = next(d for d in docs if d["metadata"]["name"] == "llm-app-promote")["spec"]["metrics"]
+    (container,) = job["provider"]["job"]["spec"]["template"]["spec"]["containers"]
+    argv = [a.replace("{{{{args.commit}}}}", commit).replace("/app/params.yaml", "params.yaml") for a in container["args"]]
+    code = subprocess.run([".venv/bin/python", "-m", "{package}", *argv], stdout=sys.stderr, check=False).returncode
+    phase, message = ("Healthy", "") if code == 0 else ("Degraded", "RolloutAborted: metric promote failed")
+    status = {{"phase": phase, "message": message, "observedGeneration": "2"}}
+    template = {{"spec": {{"containers": [{{"name": "app", "image": image}}]}}}}
+    print(json.dumps({{"metadata": {{"generation": 2}}, "spec": {{"template": template}}, "status": status}}))
 """
 DOCKER = '#!/bin/sh\necho "docker $*" >> "$CALLS"\nexit 0\n'
 
 
 def git(repo: Path, *args: str) -> str:
     return run(repo, *GIT, *args).stdout.strip()
-
-
-def healthy_prometheus() -> ThreadingHTTPServer:
-    """Prometheus' instant-query API, reporting both tracks healthy and agreeing."""
-
-    def vector(query: str) -> list[dict]:
-        def row(track: str, value: float, **labels: str) -> dict:
-            return {"metric": {"track": track, **labels}, "value": [0, str(value)]}
-
-        tracks = ("stable", "canary")
-        if "_bucket" in query:
-            return [row(t, n, le=le) for t in tracks for le, n in (("0.5", 95), ("1", 100), ("+Inf", 100))]
-        if "shadow" in query:
-            return [row("canary", 60, outcome="agree")]
-        if "status" in query:
-            return []
-        return [row(t, 100) for t in tracks]
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            from urllib.parse import parse_qs, urlsplit
-
-            query = parse_qs(urlsplit(self.path).query)["query"][0]
-
-            body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": vector(query)}})
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(body.encode())
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd
 
 
 @pytest.fixture(scope="module")
@@ -96,10 +78,10 @@ def world(tmp_path_factory):
     mlflow_cmd += ["--artifacts-destination", str(store_dir / "artifacts"), "--workers", "1"]
     bin_dir = root / "bin"
     bin_dir.mkdir()
-    for tool, script in (("kubectl", KUBECTL), ("docker", DOCKER)):
+    kubectl = KUBECTL.format(python=sys.executable, package=NAME.replace("-", "_"))
+    for tool, script in (("kubectl", kubectl), ("docker", DOCKER)):
         (bin_dir / tool).write_text(script)
         (bin_dir / tool).chmod(0o755)
-    prometheus = healthy_prometheus()
     with (
         server(mlflow_cmd, f"{uri}/health", cwd=store_dir, project=project),
         fake_model(project, wrong=BASELINE_MISTAKES, needs_label=True),
@@ -112,12 +94,10 @@ def world(tmp_path_factory):
         git(project, "remote", "add", "origin", str(remote))
         world = SimpleNamespace(
             root=root, project=project, remote=remote, uri=uri, bin=bin_dir, calls=root / "calls.log", runs=0,
-            prometheus=f"http://127.0.0.1:{prometheus.server_address[1]}",
         )  # fmt: skip
         change(world, "main", "Baseline: the model is the local fake; the prompt lacks the product queue")
         git(project, "push", "-q", "origin", "main")
         yield world
-    prometheus.shutdown()
 
 
 def client(world):
@@ -168,7 +148,7 @@ def ci(world, job: str, event: Event, ref: str, check: bool = False, **env: str)
     world.runs += 1
     tmp = world.root / f"run-{world.runs}-{job}"
     clone = checkout(world.remote, ref, tmp / NAME)
-    extra = {"PATH": f"{world.bin}:{project_env(clone)['PATH']}", "CALLS": str(world.calls), "CANARY_SOAK_S": "0"}
+    extra = {"PATH": f"{world.bin}:{project_env(clone)['PATH']}", "CALLS": str(world.calls)}
     return run_job(clone, job, event, tmp, {**extra, **env}, check=check), clone
 
 
@@ -186,7 +166,7 @@ def push_to_main(world, sha: str) -> JobRun:
 def deploy(world, sha: str) -> JobRun:
     event = Event(
         "push", "refs/heads/main", sha=sha, secrets={"MLFLOW_TRACKING_URI": world.uri},
-        vars={"IMAGE_REPO": "registry.example/llm-app", "PROMETHEUS_URL": world.prometheus},
+        vars={"IMAGE_REPO": "registry.example/llm-app"},
     )  # fmt: skip
     world.calls.write_text("")
     result, _ = ci(world, "deploy", event, sha)
@@ -233,7 +213,13 @@ def test_only_what_the_gate_passed_reaches_users(world):
     image = f"registry.example/llm-app:{merged[:12]}"
     assert f"--label org.opencontainers.image.revision={merged}" in calls
     assert f"--label org.opencontainers.image.version={version}" in calls and f"-t {image}" in calls
-    assert f"docker push {image}" in calls and f"set image deployment/llm-app-stable app={image}" in calls
+    assert f"docker push {image}" in calls
+    # The job only sets the version (image and commit, one patch) and reads the controller's verdict.
+    kubectl = [line.split()[1:] for line in calls.splitlines() if line.startswith("kubectl ")]
+    assert [c[:4] for c in kubectl if c[0] != "version"] == [
+        ["-n", "llm-app", "patch", "rollout/llm-app"], ["-n", "llm-app", "get", "rollout/llm-app"],
+    ]  # fmt: skip
+    assert f'"value": "{image}"' in calls and f'"value": "{merged}"' in calls
 
     # A pull request that loosens the bars and worsens the prompt: the base's bars judge it.
     def loosen(project: Path) -> None:

@@ -43,9 +43,12 @@ def test_image_is_slim_non_root_and_healthchecked():
     assert ("EXPOSE", "8000") in final
     (health,) = [arg for op, arg in final if op == "HEALTHCHECK"]
     assert "/healthz" in health
+    (entry,) = [arg for op, arg in final if op == "ENTRYPOINT"]
     (cmd,) = [arg for op, arg in final if op == "CMD"]
-    # Inside the container the service must listen beyond loopback (the pod IP).
-    assert ast.literal_eval(cmd)[:6] == ["python", "-m", PACKAGE, "serve", "--host", "0.0.0.0"]  # noqa: S104
+    # The CLI is the entrypoint (k8s/analysis.yaml's Jobs pass only its arguments); inside the
+    # container the service must listen beyond loopback (the pod IP).
+    assert ast.literal_eval(entry) == ["python", "-m", PACKAGE]
+    assert ast.literal_eval(cmd)[:3] == ["serve", "--host", "0.0.0.0"]  # noqa: S104
     # The embedded model is opt-in where the project has it, and not mentioned where it does not.
     if (ROOT / "src" / PACKAGE / "app" / "embedded.py").exists():
         assert ("ARG", "EMBEDDED_MODEL=false") in steps

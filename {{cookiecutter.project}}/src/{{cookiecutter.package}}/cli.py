@@ -33,10 +33,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "release": ("registry.release", "`release resolve --commit SHA`: the version a deploy of that commit ships"),
     "gate": ("gate.command", "PR gate: compare eval metrics with a base revision (dvc metrics diff)"),
     "serve": ("serving.server", "HTTP service: the app's flows, /healthz, /readyz, /metrics (needs the `serve` extra)"),
-    "canary": (
-        "serving.canary",
-        "canary `analyze` (promote or rollback?), `deploy`, `promote`, `rollback` (kubectl steps)",
-    ),
+    "canary": ("serving.canary", "`canary analyze`: is the canary worse than stable? (exit 0 promote, 1 rollback)"),
+    "rollout": ("serving.rollout", "the in-cluster rollout: `render` k8s/ from params.yaml, `ship` an image, `wait`"),
+    "loadgen": ("serving.loadgen", "golden-set requests at a steady rate to service URLs (the rollout's load Job)"),
 }
 
 

@@ -223,6 +223,43 @@ class CanarySettings:
     min_shadow_samples: Annotated[int, AT_LEAST_1] = 20  # fewer shadow comparisons -> the agreement signal is skipped
 
 
+_DURATION = re.compile(r"([1-9][0-9]*)([smh])")
+
+
+def _duration(value: str) -> str | None:
+    # One unit, as both Prometheus ranges and Argo Rollouts durations read it.
+    return None if _DURATION.fullmatch(value) else f"must be a whole number of s, m or h, e.g. 5m, got {quote(value)}"
+
+
+def seconds(duration: str) -> int:
+    """`5m` -> 300; ValueError when it is not one (see `_duration`)."""
+    match = _DURATION.fullmatch(duration)
+    if not match:
+        raise ValueError(f"not a duration: {duration!r}")
+    return int(match[1]) * {"s": 1, "m": 60, "h": 3600}[match[2]]
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    """The in-cluster rollout (Argo Rollouts): what `rollout render` writes into k8s/. Each step sends
+    the canary a share of traffic, drives golden-set load at both tracks for `window` and judges it."""
+
+    steps: tuple[int, ...] = (10, 25, 50, 100)  # canary's % of traffic at each step; the last is 100
+    window: Annotated[str, _duration] = "5m"  # each step: load for this long, then judge over it
+    load_rate_per_s: Annotated[float, POSITIVE] = 1.0  # golden-set requests a second to EACH track
+    prometheus_url: Annotated[str, NOT_EMPTY] = "http://prometheus-operated.monitoring:9090"
+
+    def problems(self) -> Iterator[tuple[tuple[str, ...], str]]:
+        if not self.steps:
+            yield ("steps",), "must name at least one step, e.g. [10, 25, 50, 100]"
+        for i, (before, weight) in enumerate(zip((0, *self.steps), self.steps, strict=False)):
+            if not before < weight <= 100:
+                yield ("steps", f"[{i}]"), f"must be more than the step before ({before}) and at most 100, got {weight}"
+        if self.steps and self.steps[-1] != 100:
+            last = len(self.steps) - 1
+            yield ("steps", f"[{last}]"), f"the last step must be 100 (full traffic), got {self.steps[-1]}"
+
+
 @dataclass(frozen=True)
 class Settings:
     model: ModelSettings
@@ -233,6 +270,7 @@ class Settings:
     registry: RegistrySettings = field(default_factory=RegistrySettings)
     serve: ServeSettings = field(default_factory=ServeSettings)
     canary: CanarySettings = field(default_factory=CanarySettings)
+    rollout: RolloutSettings = field(default_factory=RolloutSettings)
 
 
 def load(path: Path | str = PARAMS_FILE) -> Settings:

@@ -1,113 +1,173 @@
-"""The kubectl steps of a canary rollout: ship an image to the canary, promote it, roll it back.
+"""`<project> rollout render|ship|wait`: the in-cluster rollout (Argo Rollouts, see k8s/README.md).
 
-Each plan is a list of `Step`s that `run_steps` prints (a dry run) or runs, stopping at the first
-failure. Namespace and names follow k8s/ (`llm-app`).
+    render [--check]        write k8s/analysis.yaml and the strategy of k8s/rollout.yaml from params.yaml
+                            (--check: write nothing, exit 1 when they differ from a fresh render)
+    ship --image I --commit C   set the Rollout's image and `commit` label: the controller does the rest
+    wait [--timeout 2h]     poll the Rollout until the controller decides; exit 0 promoted (Healthy),
+                            1 aborted or degraded (its message printed), 3 paused (inconclusive analysis:
+                            a person promotes or aborts), 2 no verdict (no kubectl, no Rollout, timeout)
+
+The deploy job ships and waits; it never moves traffic itself, so a cancelled job leaves the
+controller in charge, and nothing half-done.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import shlex
 import shutil
 import subprocess
-import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from .. import PROJECT
-from ..errors import UserError
+from ..errors import UserError, clip
+from ..settings import load as load_settings
+from ..settings import seconds
+from . import manifests
 
-NAMESPACE = "llm-app"
-APP = "llm-app"
+NAMESPACE, APP = manifests.NAMESPACE, manifests.APP
+PROMOTED, ABORTED, PAUSED, PENDING = "promoted", "aborted", "paused", "pending"
+EXIT = {PROMOTED: 0, ABORTED: 1, PAUSED: 3}
+_COMMIT = re.compile(r"[0-9a-f]{7,40}")
 
 
 @dataclass(frozen=True)
-class Step:
-    argv: tuple[str, ...]
-    why: str
-
-    def __str__(self) -> str:
-        return shlex.join(self.argv)
+class Verdict:
+    state: str  # promoted | aborted | paused | pending
+    message: str
 
 
-def _kubectl(*args: str) -> tuple[str, ...]:
-    return ("kubectl", "-n", NAMESPACE, *args)
+def verdict(rollout: Mapping[str, Any], image: str | None = None) -> Verdict:
+    """What the controller has decided about `rollout` (`kubectl get rollout -o json`) for `image`."""
+    status = rollout.get("status") or {}
+    phase, message = status.get("phase", ""), status.get("message", "")
+    # The status must be about this spec (the controller writes the generation it has seen).
+    generation = str(rollout.get("metadata", {}).get("generation", ""))
+    if str(status.get("observedGeneration", "")) != generation:
+        return Verdict(PENDING, "the controller has not seen this version yet")
+    if status.get("abort") or phase == "Degraded":
+        return Verdict(ABORTED, message or phase)
+    if phase == "Paused":
+        return Verdict(PAUSED, message or "paused")
+    served = _image(rollout)
+    if phase == "Healthy" and (image is None or served == image):
+        return Verdict(PROMOTED, f"{served} is stable")
+    return Verdict(PENDING, f"{phase or 'no phase yet'}: {message}".rstrip(": "))
 
 
-def _weights(stable: int, canary: int) -> tuple[str, ...]:
-    patch = json.dumps(
-        [
-            {"op": "replace", "path": "/spec/rules/0/backendRefs/0/weight", "value": stable},
-            {"op": "replace", "path": "/spec/rules/0/backendRefs/1/weight", "value": canary},
-        ]
-    )
-    return _kubectl("patch", "httproute", APP, "--type=json", "-p", patch)
+def _image(rollout: Mapping[str, Any]) -> str:
+    containers = rollout.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or [{}]
+    return str(containers[0].get("image", ""))
 
 
-def deploy_plan(image: str, weight: int, gateway: bool = True) -> list[Step]:
-    steps = [
-        Step(_kubectl("set", "image", f"deployment/{APP}-canary", f"app={image}"), "ship the image to the canary only"),
-        Step(_kubectl("scale", f"deployment/{APP}-canary", "--replicas=1"), "make sure the canary runs"),
-        Step(_kubectl("rollout", "status", f"deployment/{APP}-canary", "--timeout=5m"), "wait until it is ready"),
+def ship_patch(image: str, commit: str) -> list[dict[str, Any]]:
+    """The JSON patch that asks the controller for a new version: image and commit label together."""
+    if not _COMMIT.fullmatch(commit):
+        raise UserError(f"--commit: expected a git commit (7-40 hex digits), got {clip(commit, 50)!r}")
+    return [
+        {"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": image},
+        {"op": "replace", "path": "/spec/template/metadata/labels/commit", "value": commit},
     ]
-    if gateway:
-        steps.append(Step(_weights(100 - weight, weight), f"send it {weight}% of traffic"))
-    return steps
 
 
-def promote_plan(image: str, gateway: bool = True) -> list[Step]:
-    steps = [
-        Step(_kubectl("set", "image", f"deployment/{APP}-stable", f"app={image}"), "stable runs the canary's image"),
-        # Also when the image did not change: stable pods resolve the `champion` alias at start-up.
-        Step(_kubectl("rollout", "restart", f"deployment/{APP}-stable"), "stable pods load the new champion"),
-        Step(_kubectl("rollout", "status", f"deployment/{APP}-stable", "--timeout=5m"), "wait until it is ready"),
-    ]
-    if gateway:
-        steps.append(Step(_weights(100, 0), "all traffic to stable"))
-    return steps
-
-
-def rollback_plan(gateway: bool = True) -> list[Step]:
-    steps = [Step(_weights(100, 0), "no traffic to the canary")] if gateway else []
-    steps.append(Step(_kubectl("scale", f"deployment/{APP}-canary", "--replicas=0"), "stop the canary"))
-    return steps
-
-
-def canary_image() -> str:
-    """The image the canary Deployment runs (what `promote` ships to stable)."""
-    argv = _kubectl("get", f"deployment/{APP}-canary", "-o", "jsonpath={.spec.template.spec.containers[0].image}")
-    out = subprocess.run(resolve(argv), capture_output=True, text=True, check=False)
-    if out.returncode != 0 or not out.stdout.strip():
-        raise UserError(f"cannot read the canary image: {shlex.join(argv)}: {out.stderr.strip()[:300]}")
-    return out.stdout.strip()
-
-
-def resolve(argv: Sequence[str]) -> list[str]:
-    exe = shutil.which(argv[0])
+def kubectl(*args: str) -> list[str]:
+    exe = shutil.which("kubectl")
     if exe is None:
-        raise UserError(f"{argv[0]} not found on PATH (needed for --apply)")
-    return [exe, *argv[1:]]
+        raise UserError("kubectl not found on PATH")
+    return [exe, "-n", NAMESPACE, *args]
 
 
-def run_steps(steps: Sequence[Step], apply: bool) -> int:
-    for i, step in enumerate(steps, 1):
-        print(f"{i}. {step}    # {step.why}")
-        if apply:
-            code = subprocess.run(resolve(step.argv), check=False).returncode
-            if code != 0:
-                print(f"step {i} failed (exit {code}); stopped", file=sys.stderr)
-                return 1
-    if not apply:
-        print("(not applied: run again with --apply)")
-    return 0
+def get_rollout() -> dict[str, Any]:
+    argv = kubectl("get", f"rollout/{APP}", "-o", "json")
+    out = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise UserError(f"{shlex.join(argv[1:])}: {clip(out.stderr.strip(), 300)}")
+    try:
+        return json.loads(out.stdout)
+    except ValueError:
+        raise UserError(f"{shlex.join(argv[1:])}: not JSON") from None
 
 
-def move_alias(commit: str, apply: bool, params: Path = Path("params.yaml")) -> None:
-    """Step 0 of a promotion: champion -> the version registered from `commit` (as `<project>
-    promote --commit` does), so the registry and the cluster never disagree about what is live."""
-    print(f"0. {PROJECT} promote --commit {commit}    # move the registry alias to this commit's version")
-    if apply:
-        from ..registry.lifecycle import move_champion
+def wait(
+    timeout_s: float,
+    image: str | None = None,
+    read: Callable[[], Mapping[str, Any]] = get_rollout,
+    poll_s: float = 10.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Verdict:
+    """Poll until the controller decides (promoted, aborted, paused) or `timeout_s` passes."""
+    deadline, last = clock() + timeout_s, ""
+    while True:
+        found = verdict(read(), image)
+        if found.state != PENDING:
+            return found
+        if found.message != last:
+            print(f"rollout: {found.message}", flush=True)
+            last = found.message
+        if clock() >= deadline:
+            raise UserError(f"no verdict within {timeout_s:g} s (last: {found.message}); the controller goes on")
+        sleep(poll_s)
 
-        print(move_champion("promote", params, commit))
+
+def render(params: Path, k8s: Path) -> dict[Path, str]:
+    """Every rendered file, path -> its text (a function of params.yaml and the hand-written Rollout)."""
+    settings = load_settings(params)
+    target = k8s / "rollout.yaml"
+    try:
+        current = target.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{target}: not found (give --k8s, the folder with rollout.yaml)") from None
+    return {
+        k8s / "analysis.yaml": manifests.render_analysis(settings),
+        target: manifests.render_rollout(settings, current, str(target)),
+    }
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "rollout") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="action", required=True)
+    p = sub.add_parser("render", help="write the rollout's steps and analysis into k8s/ from params.yaml")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    p.add_argument("--k8s", type=Path, default=Path("k8s"))
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if k8s/ differs from a render")
+    p = sub.add_parser("ship", help="set the Rollout's image and commit (the controller rolls it out)")
+    p.add_argument("--image", required=True, help="<repo>:<commit>")
+    p.add_argument("--commit", required=True, help="the commit the image was built from")
+    p = sub.add_parser("wait", help="wait for the controller's verdict: exit 0 promoted, 1 aborted, 3 paused")
+    p.add_argument("--image", help="the image being rolled out (promoted only once it is stable)")
+    p.add_argument("--timeout", default="2h", help="e.g. 90m (default 2h)")
+    args = parser.parse_args(argv)
+
+    if args.action == "render":
+        stale = []
+        for path, text in render(args.params, args.k8s).items():
+            old = path.read_text(encoding="utf-8") if path.exists() else None
+            if old != text:
+                stale.append(path)
+                if not args.check:
+                    path.write_text(text, encoding="utf-8")
+        for path in stale:
+            print(f"{path}: {'differs from params.yaml (run `rollout render`)' if args.check else 'written'}")
+        return 1 if stale and args.check else 0
+    if args.action == "ship":
+        patch = json.dumps(ship_patch(args.image, args.commit))
+        argv = kubectl("patch", f"rollout/{APP}", "--type=json", "-p", patch)
+        if subprocess.run(argv, check=False).returncode != 0:
+            raise UserError(f"{shlex.join(argv[1:4])}: the patch was refused (see above)")
+        print(f"rollout/{APP}: {args.image} (commit {args.commit}) handed to the controller")
+        return 0
+    try:
+        timeout_s = seconds(args.timeout)
+    except ValueError:
+        raise UserError(f"--timeout: expected e.g. 90m or 2h, got {clip(args.timeout, 20)!r}") from None
+    found = wait(timeout_s, args.image)
+    print(f"rollout: {found.state}: {found.message}")
+    if found.state == PAUSED:
+        print(f"  a person decides: kubectl argo rollouts -n {NAMESPACE} promote {APP}  (or: abort {APP})")
+    return EXIT[found.state]
