@@ -1,8 +1,6 @@
-"""`canary analyze|deploy|promote|rollback`: the decision from real servers' metrics, and the kubectl steps."""
+"""`canary analyze`: the decision from real servers' metrics, and from Prometheus with the analysis' queries."""
 
 import json
-import os
-import stat
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -11,7 +9,6 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 from live_server import in_process, metric, wait_for
-from pipeline_outputs import commit_all, register, write_eval_outputs
 
 from {{ cookiecutter.package }}.cli import main
 from {{ cookiecutter.package }}.serving.analysis import checks, render
@@ -181,30 +178,18 @@ def test_too_little_traffic_is_inconclusive_exit_3(stable, capsys):
 # ------------------------------------------------------------------------------------------ Prometheus
 
 
-def test_analyze_reads_a_prometheus_server(project, capsys):
-    """A stand-in Prometheus answering the instant-query API with per-track vectors."""
+def _prometheus(answer):
+    """A stand-in for Prometheus' instant-query API: `answer(query)` -> the samples' values. The
+    queries themselves are proven on a real Prometheus by the template's tests."""
     seen = []
-
-    def vector(query: str) -> list[dict]:
-        def row(track: str, value: float, **labels: str) -> dict:
-            return {"metric": {"track": track, **labels}, "value": [0, str(value)]}
-
-        if "_bucket" in query:
-            return [
-                row(t, n, le=le) for t in ("stable", "canary") for le, n in (("0.1", 90), ("0.5", 100), ("+Inf", 100))
-            ]
-        if "shadow" in query:
-            return [row("canary", 40, outcome="agree"), row("canary", 60, outcome="disagree")]
-        if "status" in query:
-            return [row("stable", 1), row("canary", 2)]
-        return [row("stable", 100), row("canary", 100)]
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             parts = urlsplit(self.path)
             query = parse_qs(parts.query)["query"][0]
             seen.append((parts.path, query))
-            body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": vector(query)}})
+            result = [{"metric": {}, "value": [0, str(v)]} for v in answer(query)]
+            body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
@@ -215,97 +200,28 @@ def test_analyze_reads_a_prometheus_server(project, capsys):
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, seen
+
+
+@pytest.mark.parametrize(
+    ("answer", "code", "verdict", "failing"),
+    [
+        (lambda q: [1], 0, "promote", []),
+        (lambda q: [0] if "llm_shadow_requests_total" in q else [1], 1, "rollback", ["agreement"]),
+        (lambda q: [] if "llm_shadow_requests_total" in q else [1], 3, "inconclusive", []),
+        (lambda q: [0] if "llm_cost_usd_total" in q else [], 1, "rollback", ["cost-per-answer"]),
+    ],
+    ids=["all-pass", "one-fails", "one-without-a-sample", "fail-beats-no-sample"],
+)
+def test_analyze_asks_prometheus_the_analysis_checks(project, capsys, answer, code, verdict, failing):
+    server, seen = _prometheus(answer)
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        code = main(["canary", "analyze", "--prometheus", url, "--window", "15m", "--json"])
+        got = main(["canary", "analyze", "--prometheus", url, "--window", "15m", "--json",
+                    "--canary-match", 'track="c"'])  # fmt: skip
     finally:
         server.shutdown()
     decision = json.loads(capsys.readouterr().out)
-    assert code == 1 and decision["failing"] == ["shadow_agreement"], decision
-    assert {path for path, _ in seen} == {"/api/v1/query"}
-    assert all("[15m]" in q and 'app="llm-app"' in q for _, q in seen)
-
-
-# ------------------------------------------------------------------------------------------- kubectl
-
-
-@pytest.fixture
-def kubectl(tmp_path, monkeypatch):
-    """A `kubectl` on PATH that records its arguments (and fails on `rollout status` when told to)."""
-    log = tmp_path / "kubectl.log"
-    script = tmp_path / "bin" / "kubectl"
-    script.parent.mkdir()
-    script.write_text(
-        "#!/bin/sh\n"
-        f'printf "%s\\n" "$*" >> "{log}"\n'
-        'case "$*" in *"get deployment/llm-app-canary"*) [ -n "$KUBECTL_NO_CANARY" ] && exit 1;'
-        ' echo "registry.example/llm-app:abc123";; esac\n'
-        'case "$*" in *"rollout status"*) [ -n "$KUBECTL_FAIL_STATUS" ] && exit 1;; esac\n'
-        "exit 0\n"
-    )
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{script.parent}{os.pathsep}{os.environ['PATH']}")
-    return log
-
-
-def test_rollback_prints_then_applies_the_steps(kubectl, capsys):
-    assert main(["canary", "rollback"]) == 0
-    out = capsys.readouterr().out
-    assert "kubectl -n llm-app patch httproute llm-app" in out and "--replicas=0" in out
-    assert "not applied" in out and not kubectl.exists()
-    assert main(["canary", "rollback", "--apply"]) == 0
-    calls = kubectl.read_text().splitlines()
-    assert calls[0].startswith("-n llm-app patch httproute llm-app --type=json -p")
-    assert '"value": 100' in calls[0] and '"value": 0' in calls[0]
-    assert calls[1] == "-n llm-app scale deployment/llm-app-canary --replicas=0"
-
-
-def test_promote_moves_the_alias_to_this_commits_version_then_ships_the_image(project, kubectl, capsys):
-    from mlflow import MlflowClient
-
-    write_eval_outputs(project)
-    first = commit_all(project, "A")
-    name = register(project)["registry"]["model_name"]
-    commit_all(project, "B")
-    assert register(project)["registry"]["version"] == "2"  # B is the newest, the candidate
-    capsys.readouterr()
-    # Shipping A: champion is A's version, not whatever was registered last.
-    assert main(["canary", "promote", "--apply", "--commit", first]) == 0
-    assert str(MlflowClient().get_model_version_by_alias(name, "champion").version) == "1"
-    out = capsys.readouterr().out
-    assert out.splitlines()[0].startswith("0. ") and f" promote --commit {first} " in out.splitlines()[0]
-    calls = kubectl.read_text().splitlines()
-    assert calls[0].startswith("-n llm-app get deployment/llm-app-canary")
-    assert calls[1] == "-n llm-app set image deployment/llm-app-stable app=registry.example/llm-app:abc123"
-    assert calls[2] == "-n llm-app rollout restart deployment/llm-app-stable"
-    assert calls[3].startswith("-n llm-app rollout status deployment/llm-app-stable")
-    assert "patch httproute" in calls[4]
-
-
-def test_promote_of_a_commit_without_a_version_changes_nothing(project, kubectl, capsys):
-    commit_all(project)
-    assert main(["canary", "promote", "--apply"]) == 2  # HEAD: nothing was registered from it
-    assert "was registered from commit" in capsys.readouterr().err
-    calls = kubectl.read_text().splitlines()  # only the read of the canary image, nothing that changes
-    assert len(calls) == 1 and calls[0].startswith("-n llm-app get deployment/llm-app-canary")
-
-
-def test_promote_without_a_canary_deployment_leaves_the_registry_alone(project, kubectl, monkeypatch, capsys):
-    from mlflow import MlflowClient
-
-    write_eval_outputs(project)
-    commit_all(project)
-    name = register(project)["registry"]["model_name"]
-    monkeypatch.setenv("KUBECTL_NO_CANARY", "1")
-    assert main(["canary", "promote", "--apply"]) == 2
-    assert "cannot read the canary image" in capsys.readouterr().err
-    assert "champion" not in MlflowClient().get_registered_model(name).aliases
-
-
-def test_a_failing_step_stops_the_plan(kubectl, monkeypatch, capsys):
-    monkeypatch.setenv("KUBECTL_FAIL_STATUS", "1")
-    assert main(["canary", "deploy", "--image", "llm-app:abc", "--weight", "5", "--apply"]) == 1
-    calls = kubectl.read_text().splitlines()
-    assert calls[-1].startswith("-n llm-app rollout status deployment/llm-app-canary")  # no weight change after
-    assert "step 3 failed" in capsys.readouterr().err
-    assert main(["canary", "deploy", "--image", "x", "--weight", "101"]) == 2
+    assert (got, decision["verdict"], decision["failing"]) == (code, verdict, failing), decision
+    expected = [render(c.query, 'track="c"', 'app="llm-app", track="stable"', "15m") for c in checks(CanarySettings())]
+    assert seen == [("/api/v1/query", q) for q in expected]  # the controller's queries, nothing else

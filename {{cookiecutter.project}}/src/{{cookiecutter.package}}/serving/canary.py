@@ -1,19 +1,22 @@
-"""`<project> canary analyze|deploy|promote|rollback`: ship a version to a slice of traffic, judge it, act.
+"""`<project> canary analyze`: is the canary worse than the stable track?
 
-`analyze` compares the canary track with the stable track on three signals and decides:
+From a Prometheus server (`--prometheus URL`, a time window), `analyze` asks the analysis' own checks
+(serving/analysis.py: error rate, p95 latency, cost per answer, schema-valid rate, agreement on
+mirrored traffic): the very queries the controller evaluates, each track selected by label matchers
+(`--canary-match`, `--stable-match`). A check without a sample (too little traffic) is inconclusive.
+
+From each track's own `/metrics` (`--stable URL --canary URL`: one pod each, counts since it started,
+no Prometheus needed) it compares three signals:
 - error rate: share of answers with a 5xx status (`llm_requests_total{status=~"5.."}`);
 - p95 latency: from the `llm_request_latency_seconds` histogram (as PromQL's histogram_quantile);
-- shadow agreement: each flow's decision, shadow vs served (`llm_shadow_requests_total`),
+- shadow agreement: each flow's decision, mirrored vs served (`llm_shadow_requests_total`),
   counted when at least `canary.min_shadow_samples` comparisons exist.
+
 Thresholds are params.yaml `canary.*`. Exit 0 = promote, 1 = rollback (the failing signals are
 named), 3 = inconclusive (too little traffic), 2 = cannot analyze (an unreachable URL, bad params).
-Inputs: each track's own `/metrics` (`--stable URL --canary URL`; one pod each, counts since start)
-or a Prometheus server (`--prometheus URL`, the pods' `track` label, a time window).
 
-`deploy|promote|rollback` print the kubectl steps of rollout.py (namespace `llm-app`, see
-k8s/README.md); with `--apply` they run them and stop at the first failure. `promote` first moves the
-registry's `champion` to the version registered from the commit being shipped (`--commit`, default
-HEAD), as `<project> promote --commit` does; if that is refused, nothing in the cluster changes.
+In the cluster, the rollout controller runs the same checks at every step (`rollout render` writes
+them into k8s/analysis.yaml; serving/rollout.py): `analyze` is for a look by hand.
 """
 
 from __future__ import annotations
@@ -24,15 +27,14 @@ import math
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UserError
-from ..registry.release import head_commit
+from ..errors import UserError, clip
 from ..settings import CanarySettings
 from ..settings import load as load_settings
-from . import rollout
+from . import analysis, rollout
 
 PROMOTE, ROLLBACK, INCONCLUSIVE = "promote", "rollback", "inconclusive"
 EXIT = {PROMOTE: 0, ROLLBACK: 1, INCONCLUSIVE: 3}
@@ -190,40 +192,41 @@ def from_endpoints(stable_url: str, canary_url: str) -> tuple[TrackStats, TrackS
     )
 
 
-def prometheus_queries(window: str, app: str = rollout.APP) -> dict[str, str]:
-    sel = f'app="{app}"'
-    return {
-        "requests": f"sum by (track) (increase(llm_requests_total{{{sel}}}[{window}]))",
-        "errors": f'sum by (track) (increase(llm_requests_total{{{sel}, status=~"5.."}}[{window}]))',
-        "buckets": f"sum by (track, le) (increase(llm_request_latency_seconds_bucket{{{sel}}}[{window}]))",
-        "shadow": f"sum by (track, outcome) (increase(llm_shadow_requests_total{{{sel}}}[{window}]))",
-    }
+def instant_query(url: str, query: str) -> list[dict]:
+    """The samples of a Prometheus instant query (`/api/v1/query`)."""
+    full = url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    try:
+        payload = json.loads(_get(full))
+        result = payload["data"]["result"]
+        if not isinstance(result, list):
+            raise TypeError
+        return result
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{url}: unexpected answer to {clip(query, 80)!r}") from None
 
 
-def from_prometheus(url: str, window: str) -> tuple[TrackStats, TrackStats]:
-    """Both tracks from a Prometheus server's instant queries over `window` (e.g. 10m)."""
-    results = {}
-    for key, query in prometheus_queries(window).items():
-        full = url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": query})
+def from_prometheus(url: str, window: str, canary: str, stable: str, cfg: CanarySettings) -> Decision:
+    """The decision from the analysis' own checks (serving/analysis.py), asked of a Prometheus server:
+    the queries the controller runs, with each track selected by its label matchers."""
+    signals = []
+    for check in analysis.checks(cfg):
+        samples = instant_query(url, analysis.render(check.query, canary, stable, window))
+        if not samples:
+            signals.append(Signal(check.name, None, f"no sample: too little traffic over {window}"))
+            continue
         try:
-            payload = json.loads(_get(full))
-            results[key] = payload["data"]["result"]
-        except (ValueError, KeyError, TypeError):
-            raise UserError(f"{url}: unexpected answer to {query!r}") from None
-
-    def track(name: str) -> TrackStats:
-        def rows(key: str) -> Iterable[tuple[dict, float]]:
-            for row in results[key]:
-                if row["metric"].get("track") == name:
-                    yield row["metric"], float(row["value"][1])
-
-        buckets = sorted((float(m["le"]), v) for m, v in rows("buckets"))
-        shadow = {m.get("outcome", ""): v for m, v in rows("shadow")}
-        return TrackStats(
-            sum(v for _, v in rows("requests")), sum(v for _, v in rows("errors")), tuple(buckets), shadow
-        )
-
-    return track("stable"), track("canary")
+            value = float(samples[0]["value"][1])
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise UserError(f"{url}: unexpected sample for {check.name}: {clip(str(samples[0]), 80)}") from None
+        signals.append(Signal(check.name, value == 1, "within params.yaml canary.*" if value == 1 else "worse"))
+    failing = [s for s in signals if s.ok is False]
+    if failing:
+        return Decision(ROLLBACK, tuple(signals), "; ".join(f"{s.name}: canary worse than stable" for s in failing))
+    silent = [s.name for s in signals if s.ok is None]
+    if silent:
+        reason = f"no sample for {', '.join(silent)} (need {cfg.min_requests} requests a track in {window})"
+        return Decision(INCONCLUSIVE, tuple(signals), reason)
+    return Decision(PROMOTE, tuple(signals), "every check within its threshold")
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -244,57 +247,25 @@ def main(argv: list[str] | None = None, prog: str = "canary") -> int:
     analyze.add_argument("--canary", help="base URL of a canary pod/Service")
     analyze.add_argument("--prometheus", help="Prometheus base URL (instead of --stable/--canary)")
     analyze.add_argument("--window", default="10m", help="Prometheus range, e.g. 10m (default)")
+    for track in ("canary", "stable"):
+        analyze.add_argument(f"--{track}-match", default=f'app="{rollout.APP}", track="{track}"',
+                             help=f"Prometheus label matchers of the {track} pods (default: %(default)s)")  # fmt: skip
     analyze.add_argument("--params", type=Path, default=Path("params.yaml"), help="thresholds: canary.*")
     analyze.add_argument("--json", action="store_true", help="print the decision as JSON")
-    for name, help_ in (
-        ("deploy", "ship an image as the canary with a slice of traffic"),
-        ("promote", "move the alias, ship the canary's image to stable, all traffic to stable"),
-        ("rollback", "all traffic to stable, canary scaled to 0"),
-    ):
-        p = sub.add_parser(name, help=help_)
-        p.add_argument("--apply", action="store_true", help="run the steps (default: print them)")
-        p.add_argument("--no-gateway", action="store_true", help="replica-ratio split: no HTTPRoute to patch")
-        if name in ("deploy", "promote"):
-            p.add_argument("--image", required=name == "deploy", help="image (promote: default the canary's)")
-        if name == "promote":
-            p.add_argument(
-                "--commit", help="the commit being shipped: its registered version becomes champion (default HEAD)"
-            )
-        if name == "deploy":
-            p.add_argument("--weight", type=int, default=10, help="percent of traffic for the canary (default 10)")
     args = parser.parse_args(argv)
 
     if args.action == "analyze":
         cfg = load_settings(args.params).canary
         if args.prometheus:
-            stable, canary = from_prometheus(args.prometheus, args.window)
+            decision = from_prometheus(args.prometheus, args.window, args.canary_match, args.stable_match, cfg)
         elif args.stable and args.canary:
-            stable, canary = from_endpoints(args.stable, args.canary)
+            decision = decide(*from_endpoints(args.stable, args.canary), cfg)
         else:
             raise UserError("give --stable URL and --canary URL, or --prometheus URL")
-        decision = decide(stable, canary, cfg)
         if args.json:
             print(json.dumps({"verdict": decision.verdict, "reason": decision.reason, "failing": decision.failing,
                               "signals": [s.__dict__ for s in decision.signals]}))  # fmt: skip
         else:
             _report(decision)
         return EXIT[decision.verdict]
-    gateway = not args.no_gateway
-    if args.action == "deploy":
-        if not 0 <= args.weight <= 100:
-            raise UserError(f"--weight: expected 0-100, got {args.weight}")
-        return rollout.run_steps(rollout.deploy_plan(args.image, args.weight, gateway), args.apply)
-    if args.action == "rollback":
-        # The candidate never became champion, so the registry has nothing to undo (`rollback` moves
-        # the champion back after a bad promotion: docs/runbooks/rollback.md).
-        return rollout.run_steps(rollout.rollback_plan(gateway), args.apply)
-    # Everything the cluster steps need is found before the alias moves (a missing kubectl or canary
-    # Deployment must not leave the registry ahead of the cluster); the alias moves before any change.
-    image = args.image or (rollout.canary_image() if args.apply else "<canary-image>")
-    steps = rollout.promote_plan(image, gateway)
-    if args.apply:
-        for step in steps:
-            rollout.resolve(step.argv)
-    commit = args.commit or head_commit()
-    rollout.move_alias(commit, args.apply)  # a registry refusal stops here: nothing changed in the cluster
-    return rollout.run_steps(steps, args.apply)
+    return 2  # unreachable: argparse takes only `analyze`
