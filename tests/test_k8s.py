@@ -455,7 +455,9 @@ def test_image_and_env(deployments: list[dict], objects: list[dict]):
         refs = [e["configMapRef"]["name"] for e in c["envFrom"]]
         assert refs == ["llm-app-config"] and "llm-app-config" in configmaps
     data = configmaps["llm-app-config"]["data"]
-    assert data["SHADOW_FRACTION"] == "0" and data["LOG_CONTENT"] == "false"
+    assert data["LOG_CONTENT"] == "false"
+    # The stable track mirrors to the canary's Service: the rollout's agreement check needs it on.
+    assert float(data["SHADOW_FRACTION"]) > 0 and data["SHADOW_URL"] == f"http://{APP}-canary.{NAMESPACE}"
     assert _of_kind(objects, "Secret") == [], "secrets are created by hand, never committed"
 
 
