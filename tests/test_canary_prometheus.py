@@ -13,7 +13,7 @@ is asked of Prometheus' HTTP API, and `canary analyze --prometheus` decides from
     a      same app, another greeting (stable-a mirrors)   every check 1
     b      labels everything "bad" (stable-b mirrors)      agreement 0
     e      its model fails every 20th call: ~10 % 5xx      error-rate 0
-    s      its model takes 0.2 s a call                    latency-p95 0
+    s      its model takes 0.3 s a call                    latency-p95 0
     x      answers outside the schema, 10x the price       schema-valid 0, cost-per-answer 0
     -      min_requests above the traffic                  no sample at all (never a pass)
 """
@@ -40,7 +40,7 @@ from tests.bakery import project_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.long]
 
-CANARY = {"min_requests": 20, "min_shadow_samples": 10, "latency_p95_margin_s": 0.15}
+CANARY = {"min_requests": 20, "min_shadow_samples": 10, "latency_p95_margin_s": 0.3}  # a loaded CI machine
 PRICES = {"input_usd_per_1m_tokens": 1.0, "output_usd_per_1m_tokens": 2.0}
 STABLE_REQUESTS, CANARY_REQUESTS = 180, 24  # per process: ~90/10
 WINDOW = "1m"
@@ -153,7 +153,7 @@ def test_the_analysis_queries_judge_real_canaries_on_a_real_prometheus(tmp_path:
         "good": fake.FakeModel(answers(fake, good)),
         "bad": fake.FakeModel(answers(fake, lambda text: "bad")),
         "errors": fake.FakeModel(answers(fake, good), error_every=20),  # 2 calls an answer: ~10 % fail
-        "slow": fake.FakeModel(answers(fake, good), latency_s=0.2),
+        "slow": fake.FakeModel(answers(fake, good), latency_s=0.3),  # 2 calls: p95 ~0.6 s, far past 0.3 s
         "off-schema": fake.FakeModel(answers(fake, lambda text: "maybe")),
     }
     with contextlib.ExitStack() as stack:
