@@ -253,10 +253,10 @@ def test_readyz_fails_only_when_the_endpoint_refuses_our_key(tmp_path, monkeypat
 
 
 @contextlib.contextmanager
-def canary_process(tmp_path: Path, base_url: str, serve: dict | None = None, **env: str):
+def canary_process(tmp_path: Path, base_url: str, **env: str):
     """The canary track: a `serve` process of a DIFFERENT version (another greeting), its own mirror
     pointed at a dead port: had it mirrored a mirrored request, it would count an error."""
-    source = toy.write_version(ROOT, tmp_path / "canary", base_url, greeting="Hi", serve=serve or {})
+    source = toy.write_version(ROOT, tmp_path / "canary", base_url, greeting="Hi")
     env = {"SHADOW_FRACTION": "1", "SHADOW_URL": "http://127.0.0.1:9", **env}
     with in_process(PACKAGE, source, "candidate", tmp_path / "canary.log", **env) as url:
         yield url, from_directory("candidate", source).id
@@ -290,7 +290,8 @@ def test_shadow_disagreement_and_drops_when_busy(fake, tmp_path):
     gate = threading.Event()
     with FakeModel(toy.always("bad"), gate=gate) as worse:
         try:
-            with canary_process(tmp_path, worse.base_url) as (canary_url, canary_version):
+            with running(tmp_path, worse.base_url, name="canary", greeting="Hi") as (canary_url, canary):
+                canary_version = canary.version.id
                 env = {"SHADOW_FRACTION": "1.0", "SHADOW_URL": canary_url}
                 with running(tmp_path, fake.base_url, env=env, serve={"shadow_max_inflight": 1}) as (url, _):
                     for _ in range(3):
@@ -307,7 +308,7 @@ def test_shadow_disagreement_and_drops_when_busy(fake, tmp_path):
 def test_a_mirror_carries_the_callers_key_to_a_canary_that_asks_for_one(fake, tmp_path):
     keys = {"TEST_API_KEYS": "key-one"}
     serve = {"api_keys_env": "TEST_API_KEYS"}
-    with canary_process(tmp_path, fake.base_url, serve=serve, **keys) as (canary_url, _):
+    with running(tmp_path, fake.base_url, env=keys, name="canary", greeting="Hi", serve=serve) as (canary_url, _):
         env = {"SHADOW_FRACTION": "1", "SHADOW_URL": canary_url, **keys}
         with running(tmp_path, fake.base_url, env=env, serve=serve) as (url, _):
             auth = {"Authorization": "Bearer key-one"}
