@@ -103,8 +103,10 @@ def test_the_promotion_job_moves_champion_to_the_shipped_commits_version(project
 
 def test_too_little_load_for_the_minimum_sample_is_refused():
     text = (ROOT / "params.yaml").read_text().replace("load_rate_per_s: 1.0", "load_rate_per_s: 0.1")
-    with pytest.raises(UserError, match=r"rollout.load_rate_per_s.*fewer than canary.min_requests"):
-        manifests.analysis_templates(parse(text))
+    with pytest.raises(
+        SettingsError, match=r"params.yaml:\d+: rollout.load_rate_per_s: .* fewer than canary.min_requests"
+    ):
+        parse(text, "params.yaml")
 
 
 @pytest.mark.parametrize(

@@ -272,6 +272,19 @@ class Settings:
     canary: CanarySettings = field(default_factory=CanarySettings)
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
 
+    def problems(self) -> Iterator[tuple[tuple[str, ...], str]]:
+        # The rollout's load Job must give each track the analysis' minimum sample at every step.
+        r = self.rollout
+        sample = r.load_rate_per_s * seconds(r.window)
+        if sample < self.canary.min_requests:
+            yield (
+                ("rollout", "load_rate_per_s"),
+                (
+                    f"{r.load_rate_per_s:g} a second for rollout.window {r.window} gives {sample:g} requests per "
+                    f"track, fewer than canary.min_requests ({self.canary.min_requests}): no step could be judged"
+                ),
+            )
+
 
 def load(path: Path | str = PARAMS_FILE) -> Settings:
     """Read and validate params.yaml; raise SettingsError naming file, line and key."""

@@ -113,12 +113,6 @@ def _template(name: str, args: list[dict[str, Any]], metrics: list[dict[str, Any
 def analysis_templates(settings: Settings) -> list[dict[str, Any]]:
     """The three AnalysisTemplates: the checks, the load, the promotion."""
     r, window = settings.rollout, settings.rollout.window
-    sample = r.load_rate_per_s * seconds(window)
-    if sample < settings.canary.min_requests:
-        raise UserError(
-            f"params.yaml: rollout.load_rate_per_s: {r.load_rate_per_s} a second for rollout.window {window} "
-            f"gives {sample:g} requests per track, fewer than canary.min_requests ({settings.canary.min_requests})"
-        )
     hashes = [{"name": "canary-hash"}, {"name": "stable-hash"}]
     load = ["loadgen", "--params", "/app/params.yaml", "--golden", "/app/golden.jsonl",
             "--rate", f"{r.load_rate_per_s:g}", "--duration", window,

@@ -153,7 +153,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "rollout") -> int:
                 if not args.check:
                     path.write_text(text, encoding="utf-8")
         for path in stale:
-            print(f"{path}: {'differs from params.yaml (run `rollout render`)' if args.check else 'written'}")
+            print(f"{path}: {f'differs from params.yaml (run `{prog} render`)' if args.check else 'written'}")
         return 1 if stale and args.check else 0
     if args.action == "ship":
         patch = json.dumps(ship_patch(args.image, args.commit))
