@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+import yaml
 from live_server import in_process, metric, wait_for
 
 from {{ cookiecutter.package }}.cli import main
@@ -170,7 +171,10 @@ def test_too_little_traffic_is_inconclusive_exit_3(stable, capsys):
     stable_url, champion = stable
     params = champion / "params.yaml"
     strict = params.parent / "strict.yaml"
-    strict.write_text(params.read_text().replace("min_requests: 20", "min_requests: 1000"))
+    values = yaml.safe_load(params.read_text())
+    values["canary"]["min_requests"] = 1000
+    values.setdefault("rollout", {})["load_rate_per_s"] = 10.0  # params refuses a load below min_requests
+    strict.write_text(yaml.safe_dump(values))
     code = main(["canary", "analyze", "--stable", stable_url, "--canary", stable_url, "--params", str(strict)])
     assert code == 3 and "decision: inconclusive (too few requests" in capsys.readouterr().out
 
