@@ -101,6 +101,29 @@ def test_the_promotion_job_moves_champion_to_the_shipped_commits_version(project
     assert str(MlflowClient().get_model_version_by_alias(name, "champion").version) == "1"
 
 
+def test_the_load_job_reads_the_services_keys_when_it_asks_for_them(tmp_path, monkeypatch, capsys):
+    text = (ROOT / "params.yaml").read_text()
+    plain = manifests.analysis_templates(parse(text))[1]
+    keyed = manifests.analysis_templates(parse(text.replace('api_keys_env: ""', "api_keys_env: APP_API_KEYS")))[1]
+
+    def env(template: dict) -> dict:
+        (container,) = template["spec"]["metrics"][0]["provider"]["job"]["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e for e in container["env"]}
+
+    assert "APP_API_KEYS" not in env(plain)
+    assert env(keyed)["APP_API_KEYS"]["valueFrom"]["secretKeyRef"] == {"name": "llm-app-secrets", "key": "api-keys"}
+    params = tmp_path / "params.yaml"
+    params.write_text(text.replace('api_keys_env: ""', "api_keys_env: APP_API_KEYS"))
+    monkeypatch.delenv("APP_API_KEYS", raising=False)
+    assert (
+        main(
+            ["loadgen", "--params", str(params), "--golden", str(ROOT / "eval" / "golden.jsonl"), "http://127.0.0.1:9"]
+        )
+        == 2
+    )
+    assert "APP_API_KEYS holds no key" in capsys.readouterr().err
+
+
 def test_too_little_load_for_the_minimum_sample_is_refused():
     text = (ROOT / "params.yaml").read_text().replace("load_rate_per_s: 1.0", "load_rate_per_s: 0.1")
     with pytest.raises(
@@ -163,10 +186,12 @@ def test_ship_patch_sets_image_and_commit_together():
 
 class _Recorder(BaseHTTPRequestHandler):
     seen: ClassVar[list[tuple[str, dict]]] = []
+    keys: ClassVar[list[str | None]] = []
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.seen.append((self.path, body))
+        self.keys.append(self.headers.get("Authorization"))
         self.send_response(200)
         self.send_header("Content-Length", "2")
         self.end_headers()
@@ -189,6 +214,9 @@ def test_loadgen_posts_golden_inputs_to_every_url(capsys):
         first = examples[0]
         path = f"/v1/{first.flow}" if first.flow else f"/v1/run/{first.prompt}"
         assert (path, dict(first.input) if first.flow else {"variables": dict(first.input)}) in _Recorder.seen
+        # A service that asks for keys gets one of its own (the Job reads them from the same Secret).
+        assert loadgen.post(url, batch[0], 5, key="k1") == 200 and _Recorder.keys[-1] == "Bearer k1"
+        assert set(_Recorder.keys[:-1]) == {None}
         # A URL that never answers is exit 1, named.
         code = main(["loadgen", "--rate", "1", "--duration", "1s", "--timeout", "1", "http://127.0.0.1:9"])
         assert code == 1 and "no answer at all from http://127.0.0.1:9" in capsys.readouterr().out

@@ -3,7 +3,8 @@
 The rollout's load Job (k8s/analysis.yaml) runs it at every step against the canary and the stable
 Services, so the analysis always has at least `canary.min_requests` answers per track, whatever the
 real traffic. Flow examples go to `POST /v1/<flow>`, prompt examples to `POST /v1/run/<prompt>` (only
-when the version serves prompt routes). Exit 0 once the time is up and every URL answered (any
+when the version serves prompt routes), with one of the service's API keys when `serve.api_keys_env`
+names them (the Job reads them from the same Secret). Exit 0 once the time is up and every URL answered (any
 status: judging answers is the analysis's job), 1 when a URL never answered at all.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import threading
 import time
 import urllib.error
@@ -52,10 +54,11 @@ def to_requests(examples: Sequence[Example], prompt_routes: bool) -> list[Reques
     return out
 
 
-def post(url: str, request: Request, timeout_s: float) -> int:
+def post(url: str, request: Request, timeout_s: float, key: str | None = None) -> int:
     """The answer's status, or 0 when no answer came (refused, timed out)."""
+    headers = {**HEADERS, **({"Authorization": f"Bearer {key}"} if key else {})}
     # main() accepts only http(s) URLs.
-    req = urllib.request.Request(url.rstrip("/") + request.path, request.body, HEADERS, method="POST")  # noqa: S310
+    req = urllib.request.Request(url.rstrip("/") + request.path, request.body, headers, method="POST")  # noqa: S310
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as response:  # noqa: S310
             response.read()
@@ -116,7 +119,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "loadgen") -> int:
         raise UserError(f"--duration: expected e.g. 5m, got {clip(args.duration, 20)!r}") from None
     settings = load_settings(args.params)
     batch = to_requests(load_golden(args.golden), settings.serve.prompt_routes)
-    counts = run(args.urls, batch, args.rate, duration_s, lambda url, r: post(url, r, args.timeout))
+    key = None
+    if settings.serve.api_keys_env:  # the service wants a key: send one of its own
+        name = settings.serve.api_keys_env
+        key = next((k.strip() for k in os.environ.get(name, "").split(",") if k.strip()), None)
+        if key is None:
+            raise UserError(f"serve.api_keys_env: environment variable {name} holds no key (the service's keys)")
+    counts = run(args.urls, batch, args.rate, duration_s, lambda url, r: post(url, r, args.timeout, key))
     silent = []
     for url, statuses in counts.items():
         print(f"{url}: " + ", ".join(f"{s or 'no answer'} x{n}" for s, n in sorted(statuses.items())))

@@ -57,14 +57,16 @@ def metric(check: Check, window: str, prometheus: str) -> dict[str, Any]:
     }
 
 
-def _job(name: str, args: list[str], deadline_s: int, secrets: bool) -> dict[str, Any]:
+def _secret(var: str, key: str) -> dict[str, Any]:
+    return {"name": var, "valueFrom": {"secretKeyRef": {"name": f"{APP}-secrets", "key": key}}}
+
+
+def _job(name: str, args: list[str], deadline_s: int, secrets: list[dict[str, Any]]) -> dict[str, Any]:
     """A Job metric running `<project> ARGS` (the image's entrypoint) in the canary's image, as locked
     down as the app's pods."""
     env: list[dict[str, Any]] = [{"name": "HOME", "value": TMP}, {"name": "DO_NOT_TRACK", "value": "1"},
                                  {"name": "MLFLOW_DISABLE_TELEMETRY", "value": "true"}]  # fmt: skip
-    if secrets:
-        ref = {"name": f"{APP}-secrets", "key": "mlflow-tracking-uri"}
-        env.append({"name": "MLFLOW_TRACKING_URI", "valueFrom": {"secretKeyRef": ref}})
+    env += secrets
     container = {
         "name": name,
         "image": arg("image"),
@@ -117,12 +119,14 @@ def analysis_templates(settings: Settings) -> list[dict[str, Any]]:
     load = ["loadgen", "--params", "/app/params.yaml", "--golden", "/app/golden.jsonl",
             "--rate", f"{r.load_rate_per_s:g}", "--duration", window,
             f"http://{APP}-canary.{NAMESPACE}", f"http://{APP}-stable.{NAMESPACE}"]  # fmt: skip
+    # The service asks callers for a key when serve.api_keys_env names one: the load sends one of them.
+    keys = [_secret(settings.serve.api_keys_env, "api-keys")] if settings.serve.api_keys_env else []
     promote = ["promote", "--params", "/app/params.yaml", "--commit", arg("commit")]
     return [
         _template(f"{APP}-analysis", hashes, [metric(c, window, r.prometheus_url) for c in checks(settings.canary)]),
-        _template(f"{APP}-load", [{"name": "image"}], [_job("load", load, seconds(window) + 300, secrets=False)]),
+        _template(f"{APP}-load", [{"name": "image"}], [_job("load", load, seconds(window) + 300, keys)]),
         _template(f"{APP}-promote", [{"name": "image"}, {"name": "commit"}],
-                  [_job("promote", promote, 600, secrets=True)]),
+                  [_job("promote", promote, 600, [_secret("MLFLOW_TRACKING_URI", "mlflow-tracking-uri")])]),
     ]  # fmt: skip
 
 
