@@ -174,6 +174,23 @@ def test_wait_reports_the_abort_message_and_times_out_without_a_verdict(capsys):
         )
 
 
+def test_wait_retries_a_failed_read_but_not_forever(capsys):
+    def flaky(answers):
+        def read():
+            answer = next(answers)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        return read
+
+    blink = iter([UserError("connection refused"), _rollout("Healthy")])
+    assert rollout.wait(60, "repo:abc", read=flaky(blink), sleep=lambda s: None).state == "promoted"
+    down = iter([UserError("connection refused")] * rollout.READ_ATTEMPTS)
+    with pytest.raises(UserError, match="connection refused"):
+        rollout.wait(60, "repo:abc", read=flaky(down), sleep=lambda s: None)
+
+
 def test_ship_patch_sets_image_and_commit_together():
     patch = rollout.ship_patch("repo:0123456789ab", "0123456789abcdef0123456789abcdef01234567")
     assert [op["path"] for op in patch] == [

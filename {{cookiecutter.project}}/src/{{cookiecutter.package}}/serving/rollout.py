@@ -33,6 +33,7 @@ from . import manifests
 NAMESPACE, APP = manifests.NAMESPACE, manifests.APP
 PROMOTED, ABORTED, PAUSED, PENDING = "promoted", "aborted", "paused", "pending"
 EXIT = {PROMOTED: 0, ABORTED: 1, PAUSED: 3}
+READ_ATTEMPTS = 3
 _COMMIT = re.compile(r"[0-9a-f]{7,40}")
 
 
@@ -101,10 +102,20 @@ def wait(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Verdict:
-    """Poll until the controller decides (promoted, aborted, paused) or `timeout_s` passes."""
-    deadline, last = clock() + timeout_s, ""
+    """Poll until the controller decides (promoted, aborted, paused) or `timeout_s` passes. A read
+    that fails (the API server blinks) is retried; READ_ATTEMPTS failures in a row end the wait."""
+    deadline, last, failures = clock() + timeout_s, "", 0
     while True:
-        found = verdict(read(), image)
+        try:
+            found = verdict(read(), image)
+            failures = 0
+        except UserError as exc:
+            failures += 1
+            if failures >= READ_ATTEMPTS:
+                raise
+            print(f"rollout: {exc} (retrying)", flush=True)
+            sleep(poll_s)
+            continue
         if found.state != PENDING:
             return found
         if found.message != last:
