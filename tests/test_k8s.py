@@ -342,6 +342,8 @@ def test_one_rollout_runs_both_tracks(objects: list[dict]):
     assert _of_kind(objects, "Deployment") == []
     (ro,) = _of_kind(objects, "Rollout")
     assert ro["metadata"]["name"] == APP and ro["spec"]["replicas"] == 3
+    # Pods that never get ready abort the rollout (Degraded) instead of leaving it Progressing.
+    assert ro["spec"]["progressDeadlineAbort"] is True and ro["spec"]["progressDeadlineSeconds"] > 0
     pod_labels = ro["spec"]["template"]["metadata"]["labels"]
     assert ro["spec"]["selector"]["matchLabels"] == {"app": APP}
     assert _selects(ro["spec"]["selector"]["matchLabels"], pod_labels)
