@@ -5,8 +5,9 @@ One bake; the framework's toy app (a `reply` flow: a `label` prompt with an outp
 `<project> serve` process on its fake model; Debian's `prometheus` scraping every process each second,
 each target labelled with its `track` and its scenario `group` (what a PodMonitor does with the pods'
 labels in the cluster). Two stable processes mirror half of their answers to a canary's port over
-HTTP (`SHADOW_URL`), as the stable pods do to the canary Service. Traffic goes to each track directly
-at about 90/10, then each check of the project's own `serving/analysis.py`, rendered for a scenario,
+HTTP (`SHADOW_URL`), as the stable pods do to the canary Service. Traffic goes through a small
+weighted router on loopback (as the Gateway's HTTPRoute splits it: about 90/10 between each stable and
+its canaries, smooth weighted round-robin), then each check of the project's own `serving/analysis.py`, rendered for a scenario,
 is asked of Prometheus' HTTP API, and `canary analyze --prometheus` decides from the same queries.
 
     group  canary                                          expected
@@ -26,9 +27,11 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -122,15 +125,61 @@ def processes(specs: dict[str, tuple[list[str], dict[str, str], Path, str]], pro
                 proc.wait()
 
 
-def drive(jobs: list[tuple[str, int]]) -> list[int]:
-    """POST /v1/reply to each (base URL, i) of `jobs`, 16 at a time; their statuses."""
+@contextlib.contextmanager
+def weighted_router(weights: Mapping[str, int]) -> Iterator[str]:
+    """A loopback HTTP router that forwards each request to one backend (base URL -> weight) by smooth
+    weighted round-robin, as a Gateway splits a route's traffic by its backendRefs' weights. Yields
+    its own base URL."""
+    lock = threading.Lock()
+    current = dict.fromkeys(weights, 0)
+    total = sum(weights.values())
 
-    def send(job: tuple[str, int]) -> int:
-        url, i = job
+    def pick() -> str:
+        with lock:  # nginx's smooth weighted round-robin: exact shares, interleaved
+            for backend, weight in weights.items():
+                current[backend] += weight
+            chosen = max(current, key=lambda b: current[b])
+            current[chosen] -= total
+            return chosen
+
+    class Forward(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            headers = {"Content-Type": self.headers.get("Content-Type", "application/json")}
+            answer = requests.post(pick() + self.path, data=body, headers=headers, timeout=30)
+            self.send_response(answer.status_code)
+            self.send_header("Content-Type", answer.headers.get("Content-Type", "application/json"))
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    class Router(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 128  # the default listen backlog (5) resets connections under 16 callers
+
+    router = Router(("127.0.0.1", 0), Forward)
+    thread = threading.Thread(target=router.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{router.server_address[1]}"
+    finally:
+        router.shutdown()
+        router.server_close()
+
+
+def drive(url: str, requests_: range) -> list[int]:
+    """POST /v1/reply to `url` once for each i of `requests_`, 16 at a time; their statuses."""
+
+    def send(i: int) -> int:
         return requests.post(f"{url}/v1/reply", json={"text": TEXTS[i % len(TEXTS)]}, timeout=30).status_code
 
     with ThreadPoolExecutor(16) as pool:
-        return list(pool.map(send, jobs))
+        return list(pool.map(send, requests_))
 
 
 def instant(prometheus: str, query: str) -> list[float]:
@@ -227,10 +276,12 @@ def test_the_analysis_queries_judge_real_canaries_on_a_real_prometheus(tmp_path:
 
         # Spread over several scrapes: a series born during the traffic (the first 5xx, the first
         # comparison with a new version) loses what came before its first scrape to increase().
-        jobs = [(url[name], STABLE_REQUESTS if "stable" in name else CANARY_REQUESTS) for name in ports]
+        weights = {url[name]: STABLE_REQUESTS if "stable" in name else CANARY_REQUESTS for name in ports}
+        router = stack.enter_context(weighted_router(weights))
+        total_requests = sum(weights.values())
         statuses = []
         for part in range(ROUNDS):
-            statuses += drive([(u, i) for u, n in jobs for i in range(n) if i % ROUNDS == part])
+            statuses += drive(router, range(part, total_requests, ROUNDS))
             time.sleep(1.0)
         assert set(statuses) <= {200, 502} and 0 < statuses.count(502) < CANARY_REQUESTS
         # Every mirror answered, then Prometheus has every answer (the servers' own counts).
