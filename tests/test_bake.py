@@ -180,7 +180,10 @@ def test_baked_project_passes_its_own_lint_and_tests(ready, answers):
     run(project, "python", "-m", "ruff", "format", "--check", "src", "tests")
     run(project, "python", "-m", PACKAGE, "prompts", "check")
     run(project, "python", "-m", PACKAGE, "params")
-    tests = run(project, "python", "-m", "pytest", "-q", "-p", "no:cacheprovider")
+    # The default tree's suite is the fast tier's longest test (95 s alone, 60 s on two workers): the
+    # tier's other worker is idle by then. In the full tier both workers are busy with suites.
+    workers = ["-n", "2"] if answers == TREES[0] else []
+    tests = run(project, "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *workers)
     assert re.search(r"\d+ passed", tests.stdout) and "failed" not in tests.stdout
 
 
