@@ -12,12 +12,17 @@ import math
 from typing import Any
 
 
+class TooDeep(ValueError):
+    """JSON nested deeper than Python's recursion limit lets it read."""
+
+
 def loads(text: str | bytes) -> Any:
-    """`text` as JSON; ValueError (json.JSONDecodeError for syntax) when it is not strictly JSON."""
+    """`text` as JSON; ValueError (json.JSONDecodeError for syntax, TooDeep for nesting) when it is
+    not strictly JSON."""
     try:
         return json.loads(text, parse_constant=_not_json, parse_float=_finite)
     except RecursionError:
-        raise ValueError("nested too deeply") from None
+        raise TooDeep("nested too deeply") from None
 
 
 def _not_json(constant: str) -> Any:

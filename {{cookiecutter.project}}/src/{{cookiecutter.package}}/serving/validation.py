@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from .. import strict_json
 from ..errors import clip, schema_message
 
 MAX_DEPTH = 32  # a request is a small object; deeper JSON is refused before any recursive check sees it
@@ -32,19 +33,15 @@ def parse(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise Invalid(f"the request body is not valid UTF-8 (byte {exc.start})") from None
     try:
-        value = json.loads(text, parse_constant=_not_json)
-    except RecursionError:
+        value = strict_json.loads(text)
+    except strict_json.TooDeep:
         raise Invalid(f"the request body is nested more than {MAX_DEPTH} levels deep") from None
     except json.JSONDecodeError as exc:
         raise Invalid(f"the request body is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    except ValueError as exc:  # NaN / Infinity, an integer of thousands of digits
+    except ValueError as exc:  # NaN / Infinity / 1e999, an integer of thousands of digits
         raise Invalid(f"the request body is not JSON ({clip(str(exc), 120)})") from None
     _check_shape(value)
     return value
-
-
-def _not_json(constant: str) -> Any:
-    raise ValueError(f"{constant} is not a JSON value")
 
 
 def _check_shape(value: Any) -> None:
