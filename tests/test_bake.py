@@ -55,6 +55,7 @@ DEFAULT_FILES = {
         "serving/__init__.py", "serving/admission.py", "serving/analysis.py", "serving/asgi.py", "serving/canary.py",
         "serving/loadgen.py", "serving/manifests.py", "serving/observability.py", "serving/rollout.py", "serving/server.py", "serving/shadow.py",
         "serving/validation.py",
+        "production/__init__.py", "production/records.py",
         "stages/__init__.py", "stages/evaluate.py", "stages/plots.py", "stages/preprocess.py",
         "stages/register.py",
         "testing/__init__.py", "testing/fake_model.py", "testing/prompt_checks.py", "testing/toy.py",

@@ -223,6 +223,53 @@ class CanarySettings:
     min_shadow_samples: Annotated[int, AT_LEAST_1] = 20  # fewer shadow comparisons -> the agreement signal is skipped
 
 
+def _regex(value: str) -> str | None:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        return f"not a valid regular expression ({exc}), got {quote(value)}"
+    return None
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    """Production capture (production/capture.py): a sample of answered requests, redacted, written as
+    JSON Lines with the feedback users send. Off by default: turn it on where users agreed to it."""
+
+    fraction: Annotated[float, SHARE] = 0.0  # share of answers recorded (CAPTURE_FRACTION wins); 0 = off
+    dir: Annotated[str, NOT_EMPTY] = "captures"  # where the files go (CAPTURE_DIR wins; k8s: a mounted volume)
+    max_queue: Annotated[int, AT_LEAST_1] = 10000  # records waiting for the disk; more are dropped, never waited on
+    rotate_s: Annotated[float, POSITIVE] = 3600.0  # a new file at least this often (closed files are safe to ship)
+    rotate_bytes: Annotated[int, AT_LEAST_1] = 64 * 1024 * 1024  # ...or once a file holds this much
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """`drift` (production/drift.py): are production's inputs, outputs or provider still those the golden
+    set describes? Each distribution test must be significant AND move by at least its effect size."""
+
+    alpha: Annotated[float, OPEN_SHARE] = 0.01  # false-alarm level of the whole report (Bonferroni over tests)
+    min_records: Annotated[int, AT_LEAST_1] = 100  # fewer captured answers: no verdict on distributions
+    permutations: Annotated[int, AT_LEAST_1] = 2000  # p-values by permutation: exact at any sample size
+    min_psi: Annotated[float, NOT_NEGATIVE] = 0.1  # category mix: population stability index at least this
+    min_ks: Annotated[float, SHARE] = 0.1  # lengths: Kolmogorov-Smirnov distance at least this
+    max_share_increase: Annotated[float, SHARE] = 0.1  # fallback-category and refusal shares: rise at most this
+    refusal_pattern: Annotated[str, _regex] = (
+        r"(?i)\b(i don't know|i do not know|i'm not sure|i am not sure|i can't help|i cannot help)\b"
+    )
+    max_negative_feedback_rate: Annotated[float, SHARE] = 0.2  # thumbs-down share of rated answers
+    min_feedback: Annotated[int, AT_LEAST_1] = 20  # fewer ratings: the feedback signal is not judged
+    probe_examples: Annotated[int, NOT_NEGATIVE] = 8  # eval examples re-run uncached, paired with main's answers
+    max_probe_changed: Annotated[float, SHARE] = 0.25  # share of probe answers that may differ from main's
+
+
+@dataclass(frozen=True)
+class HarvestSettings:
+    """`harvest` (production/harvest.py): captured records -> candidates for the golden set."""
+
+    max_candidates: Annotated[int, AT_LEAST_1] = 50  # per run: what one reviewer can label in one sitting
+
+
 _DURATION = re.compile(r"([1-9][0-9]*)([smh])")
 
 
@@ -271,6 +318,9 @@ class Settings:
     serve: ServeSettings = field(default_factory=ServeSettings)
     canary: CanarySettings = field(default_factory=CanarySettings)
     rollout: RolloutSettings = field(default_factory=RolloutSettings)
+    capture: CaptureSettings = field(default_factory=CaptureSettings)
+    drift: DriftSettings = field(default_factory=DriftSettings)
+    harvest: HarvestSettings = field(default_factory=HarvestSettings)
 
     def problems(self) -> Iterator[tuple[tuple[str, ...], str]]:
         # The rollout's load Job must give each track the analysis' minimum sample at every step.

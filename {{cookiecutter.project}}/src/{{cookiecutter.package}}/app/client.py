@@ -54,6 +54,16 @@ class Completion:
     tokens_out: int
     latency_ms: float  # the successful attempt alone
     attempts: int
+    # Who answered, as the response says: its `model` and `system_fingerprint` (the backend build and
+    # configuration). A provider that swaps weights or runtime under the same name changes these;
+    # `drift` watches them. "" when the endpoint sends none.
+    model: str = ""
+    fingerprint: str = ""
+
+    @property
+    def provider(self) -> str:
+        """`model` or `model fingerprint=<fp>`: one comparable text per backend."""
+        return f"{self.model} fingerprint={self.fingerprint}" if self.fingerprint else self.model
 
 
 class ChatWire:
@@ -232,7 +242,14 @@ def read_completion(body: bytes, latency_ms: float, attempts: int) -> Completion
         tokens_out=_count(usage.get("completion_tokens")),
         latency_ms=latency_ms,
         attempts=attempts,
+        model=_label(data.get("model")),
+        fingerprint=_label(data.get("system_fingerprint")),
     )
+
+
+def _label(value: object) -> str:
+    """A short identifying text from the response (model, fingerprint); "" when absent or not text."""
+    return value[:200] if isinstance(value, str) else ""
 
 
 def _count(value: object) -> int:

@@ -11,7 +11,8 @@ the service, shadow mode and the canary handle any app through this contract:
   file when they are bad). What it returns reaches every flow as `ctx.data`.
 - `App.flows`: name -> `Flow`. Each is served at `POST /v1/<name>`, can be the target of golden
   examples (`"flow": "<name>"`: a request in, the reply the service would send, scored field by
-  field), and is what shadow mode compares between two versions.
+  field), is what shadow mode compares between two versions, and (with a `category`) what
+  `drift` watches in production.
 
 Every prompt can also be called alone (golden `"prompt": "<id>"`; `POST /v1/run/<id>` when
 `serve.prompt_routes` is on). A project names its app in params.yaml (`app.entry: module:attribute`);
@@ -96,6 +97,12 @@ class Flow:
     agreement: Callable[[Mapping[str, Any]], Any] | None = None
     # Fields of a reply that are safe to log (ids, labels, sizes: never user text).
     log_fields: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+    # The reply's category (an intent, a sentiment, a queue): `drift` watches the mix of categories in
+    # production against the golden set's. None: the flow's replies have no category.
+    category: Callable[[Mapping[str, Any]], str | None] | None = None
+    # The category that means "none of the others" (a fallback queue, `unknown`): `drift` watches
+    # its share, which rises when users ask for what the app was not built for.
+    fallback: str | None = None
 
     def decision(self, reply: Mapping[str, Any]) -> str:
         """The agreement value in canonical JSON (comparable across processes)."""

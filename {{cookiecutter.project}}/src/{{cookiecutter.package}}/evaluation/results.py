@@ -33,6 +33,7 @@ class Result:
     error: str | None = None
     cached: bool = False
     tags: list[str] = field(default_factory=list)
+    provider: str = ""  # who answered: the response's model and system_fingerprint (app/client.Completion)
 
     def to_json(self) -> dict[str, Any]:
         # A shallow dict, not dataclasses.asdict: asdict deep-copies every score (~1 ms a result).

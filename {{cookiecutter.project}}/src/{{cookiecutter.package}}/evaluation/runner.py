@@ -94,7 +94,9 @@ class CachedChat:
             raise CacheMiss(key)
         completion = self.chat(messages, schema)
         self.made += 1
-        entry = {k: getattr(completion, k) for k in ("text", "tokens_in", "tokens_out", "latency_ms")}
+        entry = {
+            k: getattr(completion, k) for k in ("text", "tokens_in", "tokens_out", "latency_ms", "model", "fingerprint")
+        }
         self.cache.put(key, entry)
         return completion
 
@@ -109,6 +111,8 @@ def _completion(entry: Mapping[str, Any] | None) -> Completion | None:
             tokens_out=int(entry["tokens_out"]),
             latency_ms=float(entry["latency_ms"]),
             attempts=0,
+            model=str(entry.get("model", "")),  # entries written before providers were recorded: unknown
+            fingerprint=str(entry.get("fingerprint", "")),
         )
     except (KeyError, TypeError, ValueError):
         return None  # a torn or foreign entry is a miss
@@ -171,7 +175,13 @@ def judge(task: Task, version: str, solution: Solution | None, error: ModelError
         latency_ms=round(latency_ms, 3),
         tokens_in=sum(c.tokens_in for c in solution.completions),
         tokens_out=sum(c.tokens_out for c in solution.completions),
+        provider=providers(solution.completions),
     )
+
+
+def providers(completions: Sequence[Completion]) -> str:
+    """Who answered a task's calls (normally one backend): distinct `Completion.provider`s, sorted."""
+    return "; ".join(sorted({c.provider for c in completions if c.provider}))
 
 
 @dataclass

@@ -10,8 +10,8 @@ and nothing else changes.
 from __future__ import annotations
 
 from ..app.contract import App, Flow
-from .flow import REQUEST, agreement, answer, log_fields
-from .policies import POLICIES_FILE, load
+from .flow import REQUEST, agreement, answer, category, log_fields
+from .policies import FALLBACK_INTENT, POLICIES_FILE, load
 
 APP = App(
     name="support",
@@ -25,6 +25,8 @@ APP = App(
             description="classify, extract the order fields, answer from the policy of the intent",
             agreement=agreement,
             log_fields=log_fields,
+            category=category,
+            fallback=FALLBACK_INTENT,
         )
     },
 )

@@ -43,6 +43,11 @@ def agreement(reply: Mapping[str, Any]) -> Any:
     return {"intent": reply["intent"], "order": reply["order"]}
 
 
+def category(reply: Mapping[str, Any]) -> str:
+    """The support queue a message was routed to: drift watches their mix."""
+    return str(reply["intent"])
+
+
 def log_fields(reply: Mapping[str, Any]) -> dict[str, Any]:
     """What is safe to log about a reply: the route taken, never the customer's text or address."""
     return {"intent": reply["intent"], "has_order_id": reply["order"]["order_id"] is not None}

@@ -7,7 +7,8 @@ request, an "answerer" (`Request -> reply text`):
     golden_answers(golden, ...) the golden set's right answers (or chosen wrong ones), for any app,
                                 as far as the prompt allows: a label it does not name is not known
 
-HOW it answers is the server's: `latency_s` per call; `error_every` (every Nth call fails with HTTP
+HOW it answers is the server's: `latency_s` per call; `fingerprint` (the `system_fingerprint` every
+response carries, as llama.cpp and OpenAI send one: a new value is a new backend to `drift`); `error_every` (every Nth call fails with HTTP
 400 whose body echoes the message, as some providers do); `api_key` (any other key gets 401);
 `gate` (a threading.Event every call waits on: a model that hangs until released); and a marker in
 the last user message picks a fault for that call:
@@ -226,8 +227,10 @@ class FakeModel:
         retry_after: str = "1",
         hang_s: float = 5.0,
         port: int = 0,
+        fingerprint: str = "fake-1",
     ) -> None:
         self.answer = answer
+        self.fingerprint = fingerprint
         self.latency_s = latency_s
         self.error_every = error_every
         self.api_key = api_key
@@ -320,6 +323,7 @@ class FakeModel:
         payload = {
             "object": "chat.completion",
             "model": body.get("model", "fake"),
+            "system_fingerprint": self.fingerprint,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": words, "completion_tokens": len(text.split()), "total_tokens": words},
         }
@@ -416,9 +420,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--golden", type=Path, help="answer from this golden set instead of echoing")
+    parser.add_argument("--fingerprint", default="fake-1", help="the system_fingerprint of every response")
     args = parser.parse_args(argv)
     answer = golden_answers(args.golden) if args.golden else echo
-    with FakeModel(answer, latency_s=args.latency_ms / 1000, port=args.port) as model:
+    with FakeModel(answer, latency_s=args.latency_ms / 1000, port=args.port, fingerprint=args.fingerprint) as model:
         print(model.base_url, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
