@@ -97,7 +97,7 @@ class Flow:
     agreement: Callable[[Mapping[str, Any]], Any] | None = None
     # Fields of a reply that are safe to log (ids, labels, sizes: never user text).
     log_fields: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
-    # The reply's category (an intent, a sentiment, a queue): `drift` watches the mix of categories in
+    # The reply's category (a topic, a sentiment, a queue): `drift` watches the mix of categories in
     # production against the golden set's. None: the flow's replies have no category.
     category: Callable[[Mapping[str, Any]], str | None] | None = None
     # The category that means "none of the others" (a fallback queue, `unknown`): `drift` watches
