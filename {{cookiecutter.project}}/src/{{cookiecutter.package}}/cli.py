@@ -35,6 +35,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serving.server", "HTTP service: the app's flows, /healthz, /readyz, /metrics (needs the `serve` extra)"),
     "canary": ("serving.canary", "`canary analyze`: is the canary worse than stable? (exit 0 promote, 1 rollback)"),
     "rollout": ("serving.rollout", "the in-cluster rollout: `render` k8s/ from params.yaml, `ship` an image, `wait`"),
+    "capture": (
+        "production.shipping",
+        "`capture ship|fetch`: capture files between the service's volume and object storage",
+    ),
     "loadgen": ("serving.loadgen", "golden-set requests at a steady rate to service URLs (the rollout's load Job)"),
 }
 
