@@ -46,11 +46,14 @@ EXAMPLE_SCHEMA: dict[str, Any] = {
         "max_latency_ms": {"type": "number", "exclusiveMinimum": 0},
         "tags": {"type": "array", "items": {"type": "string"}},
         "todo": {"type": "string"},
+        # Where a harvested candidate came from (production/harvest.py): for the person labelling it,
+        # never an expectation (a user's correction is a suggestion, not a verdict).
+        "harvest": {"type": "object"},
     },
     # A score bar without the text to score against would be silently ignored.
     "dependentRequired": {"min_bleu": ["reference"], "min_rouge_l": ["reference"]},
 }
-NOT_EXPECTATIONS = ("id", "prompt", "flow", "input", "tags")
+NOT_EXPECTATIONS = ("id", "prompt", "flow", "input", "tags", "harvest")
 EXACT_APPLIES_TO = ("expected", "includes", "contains", "not_contains")
 
 
@@ -77,8 +80,10 @@ class Example:
         return {**head, "input": dict(self.input), **self.expectations, "tags": list(self.tags)}
 
 
-def parse_lines(lines: Iterable[str], source: str) -> list[Example]:
-    """Parse and validate every line; raise GoldenSetError listing every problem."""
+def parse_lines(lines: Iterable[str], source: str, unlabelled: list[str] | None = None) -> list[Example]:
+    """Parse and validate every line; raise GoldenSetError listing every problem. With `unlabelled`, a
+    line still marked `todo` (a harvested candidate awaiting its label) is set aside there, by id,
+    instead of being an error."""
     import re
 
     import jsonschema
@@ -87,6 +92,7 @@ def parse_lines(lines: Iterable[str], source: str) -> list[Example]:
     problems: list[str] = []
     examples: list[Example] = []
     first_line: dict[str, int] = {}
+    set_aside = 0
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -110,6 +116,10 @@ def parse_lines(lines: Iterable[str], source: str) -> list[Example]:
                 problems.append(f"{where}: {path or '(line)'}: {schema_message(error)}")
         if errors:
             continue
+        if "todo" in data and unlabelled is not None:
+            unlabelled.append(data["id"])
+            set_aside += 1
+            continue
         if "todo" in data:
             problems.append(f"{where}: todo: a stub to fill in ({clip(data['todo'], QUOTE_CHARS)}), then delete `todo`")
             continue
@@ -119,6 +129,10 @@ def parse_lines(lines: Iterable[str], source: str) -> list[Example]:
             except re.error as exc:
                 problems.append(f"{where}: regex: invalid pattern ({quote(str(exc))})")
                 continue
+        if "harvest" in data and set(data) <= set(NOT_EXPECTATIONS):
+            # `todo` deleted but no label written: a prompt's output schema alone would still "check" it.
+            problems.append(f"{where}: checks nothing: label the candidate (`expected`, `contains`, ...)")
+            continue
         meaningless = _expectation_problems(data)
         if meaningless:
             problems += [f"{where}: {problem}" for problem in meaningless]
@@ -140,7 +154,7 @@ def parse_lines(lines: Iterable[str], source: str) -> list[Example]:
         )
     if problems:
         raise GoldenSetError(f"{len(problems)} problem(s) in {source}:\n" + "\n".join(problems))
-    if not examples:
+    if not examples and not set_aside:
         raise GoldenSetError(f"{source}: no examples")
     return examples
 
@@ -174,10 +188,10 @@ def _expectation_problems(data: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def load(path: Path) -> list[Example]:
+def load(path: Path, unlabelled: list[str] | None = None) -> list[Example]:
     # Lines end at "\n" only: str.splitlines() also splits at U+2028 and other separators that are
     # valid inside a JSON string, and would then misnumber every later line.
-    return parse_lines(read_text(path, GoldenSetError).split("\n"), str(path))
+    return parse_lines(read_text(path, GoldenSetError).split("\n"), str(path), unlabelled)
 
 
 def check_targets(
