@@ -13,6 +13,8 @@ from ..errors import UserError, clip, quote
 from .contract import App, is_async
 
 PROMPTS_ONLY = App(name="prompts")
+# Flow names the service keeps for routes of its own (POST /v1/feedback: users' ratings of answers).
+RESERVED_FLOWS = ("feedback",)
 
 
 def load_app(entry: str) -> App:
@@ -31,6 +33,11 @@ def load_app(entry: str) -> App:
         found = "nothing" if app is None else type(app).__name__
         raise UserError(f"app.entry: {quote(entry)} must name an App (see app/contract.py), found {found}")
     for name, flow in app.flows.items():
+        if name in RESERVED_FLOWS:
+            raise UserError(
+                f"app.entry: flow {name!r} of {entry!r}: the service answers POST /v1/{name} itself "
+                "(users' ratings, serving/server.py): rename the flow"
+            )
         if not is_async(flow.run):
             raise UserError(
                 f"app.entry: flow {name!r} of {entry!r} must be an `async def` that awaits ctx.call(...) "

@@ -9,7 +9,8 @@
 - Metrics are Prometheus series in a registry of their own (one per server object, so tests can run
   several): `llm_requests_total{status, route}`, `llm_request_latency_seconds{route}`, `llm_tokens_total{kind}`,
   what they cost (`llm_cost_usd_total`), whether answers match their prompt's output schema
-  (`llm_schema_checks_total{prompt, result}`), per-call model series, the shadow comparisons, requests in flight and refused (`llm_shed_requests_total`)
+  (`llm_schema_checks_total{prompt, result}`), per-call model series, the shadow comparisons, requests in flight and refused (`llm_shed_requests_total`),
+  production capture's records (`llm_capture_records_total{kind, outcome}`: written, dropped, failed)
   and whether the model endpoint answers (`llm_model_endpoint_up`), all labelled with the model and
   prompt version.
 - Traces are OpenTelemetry spans with `gen_ai.*` attributes; a request's span joins the caller's trace
@@ -169,6 +170,22 @@ def flag(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in TRUE
 
 
+def share(env: Mapping[str, str], name: str, default: float) -> float:
+    """A fraction from 0 to 1 in env var `name` (`default` when unset); a UserError in one line otherwise."""
+    text = env.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:  # NaN too
+        from ..errors import UserError, clip
+
+        raise UserError(f"{name}: expected a number from 0 to 1, got {clip(text, 40)!r}")
+    return value
+
+
 # ------------------------------------------------------------------------------------------- metrics
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
@@ -213,6 +230,12 @@ class Metrics:
             "llm_shadow_requests",
             "Mirrored requests (outcome: agree | disagree | same_version | error | dropped)",
             ["outcome", "shadow_version"],
+            registry=r,
+        )
+        self.capture = Counter(
+            "llm_capture_records",
+            "Capture records (kind: answer | feedback | shadow; outcome: written | dropped | failed)",
+            ["kind", "outcome"],
             registry=r,
         )
         self.info = Gauge("llm_app_info", "The served version (value 1)", ["alias", "version", *names], registry=r)

@@ -2,6 +2,7 @@
 
     POST /v1/<flow>          each flow of the app: its request body -> its reply
     POST /v1/run/<prompt>    {"variables": {...}} -> the prompt's parsed output (`serve.prompt_routes`)
+    POST /v1/feedback        {"request_id", "rating": "up" | "down", "correction"?, "comment"?} -> 202
     GET  /healthz            liveness: the event loop answers (never asks the model)
     GET  /readyz             readiness: the version is loaded and the model takes our key (see below)
     GET  /metrics            Prometheus
@@ -23,6 +24,21 @@ then the answer, or
   504  a model call timed out, or the request passed its deadline, `serve.request_timeout_s`, which
        covers everything from the first byte of the body to the reply.
 
+Capture and feedback (production/capture.py): with CAPTURE_FRACTION (or `capture.fraction`) above 0,
+that share of answers, and of model failures (502/503/504) of well-formed requests, is recorded as
+records.py's `answer` lines, redacted, with the versions and provider that answered; never a 4xx,
+and never a request cut by its deadline (its body is gone with it). A mirror of a captured answer
+adds a `shadow` line when its comparison ends. The record is queued after the answer is made and
+written by a thread: a slow or full disk never holds an answer up (it drops records, counted).
+POST /v1/feedback passes the same admission as answers (401, 429, 413, 422 above, the body checked
+against FEEDBACK_REQUEST and `serve.max_input_chars`), then answers 202 `{"request_id": <rated>}`
+once the rating is queued, or 503 (`Retry-After`) when the capture queue is full. Any well-formed
+request id is taken: the rated answer need not have been sampled. With capture off the route answers
+404 with a sentence saying so, as a route this configuration does not serve (like /v1/run/<prompt>
+without `serve.prompt_routes`): a client that probes for an optional endpoint stops there, and no
+rating is taken that nothing would keep. It is the framework's route, not a flow: app/loader.py
+refuses an app with a flow named `feedback`.
+
 Readiness and a model outage: /readyz does NOT fail when the model endpoint is down or slow. Every
 pod shares that endpoint, so failing readiness would take every pod out of the Service at once and
 turn a degraded provider into a total outage (no answers, and no clear error either). Pods stay in
@@ -38,6 +54,7 @@ Every response carries the served version in headers (`X-App-Version`, `X-Model`
 Configuration (the Kubernetes contract, see k8s/): `APP_MODEL_ALIAS` (champion | candidate),
 `APP_VERSION_SOURCE` (a version directory, default `.`; `registry` = MLflow, see registry/versions.py),
 `SHADOW_FRACTION` (0-1) of answers mirrored to `SHADOW_URL` (the canary's Service: serving/shadow.py),
+`CAPTURE_FRACTION` (0-1) and `CAPTURE_DIR` (over params.yaml `capture.*`),
 `LOG_CONTENT`, `LOG_HASH_KEY`, `OTEL_*`, the model key in the env var that params.yaml names, and
 the service's API keys in the one `serve.api_keys_env` names.
 """
@@ -47,6 +64,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -54,7 +72,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -65,19 +83,36 @@ from ..app.contract import Answer, Reply, arun_flow, canonical
 from ..app.prompts import PromptError
 from ..app.runtime import AsyncCaller, Endpoint, async_client_chat, endpoint, sampling
 from ..errors import UserError, clip
+from ..production.capture import Capture, providers
+from ..production.records import RATINGS
 from ..registry.versions import ALIASES, AppVersion, load
 from ..settings import ModelSettings, ServeSettings
 from . import asgi, validation
 from .admission import ApiKeys, Capacity, ClientLimits, Refusal
-from .observability import Metrics, Redactor, Tracing, configure_logging, elapsed_ms, flag, gen_ai_attributes
+from .observability import Metrics, Redactor, Tracing, configure_logging, elapsed_ms, flag, gen_ai_attributes, share
 from .shadow import MIRROR_HEADER, Shadow, shadow_url
 
 if TYPE_CHECKING:
     from ..app.async_client import AsyncChatClient
 
 PROMPT_ROUTE = "/v1/run/"
+FEEDBACK_ROUTE = "/v1/feedback"  # a framework route: app/loader.py refuses a flow named `feedback`
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 log = logging.getLogger(f"{__package__}.server")
+
+# POST /v1/feedback's body: a rating of one answer, by the request id the answer carried.
+FEEDBACK_REQUEST = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["request_id", "rating"],
+    "properties": {
+        "request_id": {"type": "string", "pattern": r"^[A-Za-z0-9._-]{1,64}\Z"},  # as X-Request-Id takes them
+        "rating": {"enum": list(RATINGS)},
+        "correction": {"type": ["object", "string"]},  # what the answer should have been
+        "comment": {"type": "string"},
+    },
+}
+FEEDBACK_OFF = "feedback is not collected: capture is off here (capture.fraction / CAPTURE_FRACTION is 0)"
 
 # What a model failure is to the caller: status and the sentence of the JSON body.
 MODEL_FAILURES = {
@@ -98,6 +133,20 @@ class Target:
     @property
     def path(self) -> str:
         return f"/v1/{self.name}" if self.kind == "flow" else f"{PROMPT_ROUTE}{self.name}"
+
+    @property
+    def label(self) -> str:
+        """What golden examples and capture records call it: `flow:<name>` or the prompt id."""
+        return f"flow:{self.name}" if self.kind == "flow" else self.name
+
+
+class Refused(Exception):
+    """A request turned away before its work: the status and JSON body to answer with."""
+
+    def __init__(self, status: int, payload: dict[str, Any]) -> None:
+        super().__init__(status)
+        self.status = status
+        self.payload = payload
 
 
 @dataclass(frozen=True)
@@ -217,6 +266,7 @@ class Service:
         log_content: bool = False,
         shadow: Shadow | None = None,
         keys: ApiKeys | None = None,
+        capture: Capture | None = None,
     ) -> None:
         self.runner = runner
         self.serve = serve
@@ -224,9 +274,11 @@ class Service:
         self.log_content = log_content
         self.shadow = shadow
         self.keys = keys
+        self.capture = capture
         self.capacity = Capacity(serve.max_inflight)
         self.clients = ClientLimits(serve.client_max_inflight, serve.client_rate_per_s)
         self.targets = targets(self.version, serve)
+        self._feedback_schema = validation.validator(FEEDBACK_REQUEST)
         flows = self.version.app.flows
         self._checks = {
             path: (validation.validator(flows[t.name].request), ())
@@ -263,6 +315,8 @@ class Service:
             self._probe.cancel()
         if self.shadow is not None:
             await self.shadow.close()
+        if self.capture is not None:  # what is queued goes to disk and the file is closed (-> .jsonl)
+            await asyncio.to_thread(self.capture.close)
         await self.runner.client.aclose()
 
     # ------------------------------------------------------------------------------------ readiness
@@ -308,22 +362,69 @@ class Service:
         mirrored_from = request.headers.get(MIRROR_HEADER)
         if mirrored_from is not None:
             fields["mirror_of"] = clip(mirrored_from, 64)
-        status, payload, body, reply = await self._admitted(target, request, fields, headers)
+        status, payload, body, reply = await self._admitted(
+            request, fields, headers, lambda: self._answer(target, request, fields)
+        )
         if status >= 500:
             payload["request_id"] = request_id
+        # Captured: answers, and model failures of a well-formed request (never a caller's mistake).
+        captured = (
+            self.capture is not None
+            and (reply is not None or (status >= 500 and isinstance(body, dict) and "error_kind" in fields))
+            and self.capture.sampled()
+        )
         if reply is not None and self.shadow is not None and mirrored_from is None:  # a mirror is never mirrored on
+            done = functools.partial(self.capture.shadow, request_id) if captured and self.capture else None
             fields["shadowed"] = self.shadow.offer(
                 request_id, target.path, body, self.runner.decision(target, reply),
-                lambda theirs: self.runner.decision(target, Reply(theirs)), request.headers.get("authorization"),
+                lambda theirs: self.runner.decision(target, Reply(theirs)), request.headers.get("authorization"), done,
             )  # fmt: skip
         self._finish(target, request_id, started, status, body, reply, fields, headers)
+        if captured:
+            self._capture(target, status, body, reply, fields)
         return Handled(status, payload, headers, body)
 
+    def _capture(self, target: Target, status: int, body: Any, reply: Reply | None, fields: Mapping[str, Any]) -> None:
+        """Queue the answer's capture record (records.py's `answer` line); never fails the answer."""
+        assert self.capture is not None
+        try:
+            flow = self.version.app.flows.get(target.name) if target.kind == "flow" else None
+            category, fallback, safe = None, False, {}
+            if reply is not None and flow is not None:
+                if flow.category is not None:
+                    found = flow.category(reply.body)
+                    category = None if found is None else clip(str(found), 100)
+                    fallback = category is not None and category == flow.fallback
+                if flow.log_fields is not None:
+                    safe = dict(flow.log_fields(reply.body))
+            v = self.version
+            self.capture.answer(
+                {
+                    "request_id": fields["request_id"], "target": target.label, "route": target.path,
+                    "status": status, "request": body, "reply": reply.body if reply is not None else None,
+                    "category": category, "fallback": fallback, "fields": safe,
+                    "version": {"id": v.id, "alias": v.alias, "prompt_version": v.prompt_version,
+                                "prompts": v.prompt_versions, "model": v.model.name},
+                    "provider": providers(c.completion for c in reply.calls) if reply is not None else None,
+                    "latency_ms": fields.get("latency_ms"), "model_ms": fields.get("model_ms"),
+                    "tokens_in": reply.tokens_in if reply is not None else 0,
+                    "tokens_out": reply.tokens_out if reply is not None else 0,
+                    "error": fields.get("error_kind"), "mirror_of": fields.get("mirror_of"),
+                }
+            )  # fmt: skip
+        except Exception:  # the app's category / log_fields, or a bug here: the answer is already made
+            log.exception("capture_failed", extra={"fields": {"request_id": fields["request_id"]}})
+            self.runner.metrics.capture.labels(kind="answer", outcome="failed").inc()
+
     async def _admitted(
-        self, target: Target, request: asgi.Request, fields: dict[str, Any], headers: dict[str, str]
+        self,
+        request: asgi.Request,
+        fields: dict[str, Any],
+        headers: dict[str, str],
+        work: Callable[[], Awaitable[tuple[int, dict[str, Any], Any, Reply | None]]],
     ) -> tuple[int, dict[str, Any], Any, Reply | None]:
-        """Key, caller limits and capacity first (no body read, no model call), then the answer
-        within the request's deadline."""
+        """Key, caller limits and capacity first (no body read, no model call), then `work` (the
+        answer, or taking a feedback) within the request's deadline."""
         caller = request.client
         if self.keys is not None:
             key = self.keys.caller(request.headers.get("authorization"))
@@ -343,7 +444,7 @@ class Service:
             inflight.inc()
             try:
                 async with asyncio.timeout(self.serve.request_timeout_s):
-                    return await self._answer(target, request, fields)
+                    return await work()
             except TimeoutError:
                 detail = f"no answer within {self.serve.request_timeout_s:g} s (serve.request_timeout_s)"
                 fields["error_kind"] = "deadline"
@@ -360,21 +461,28 @@ class Service:
             headers["Retry-After"] = str(refusal.retry_after_s)
         return refusal.status, {"error": "too_many_requests", "reason": refusal.reason, "detail": refusal.detail}
 
-    async def _answer(
-        self, target: Target, request: asgi.Request, fields: dict[str, Any]
-    ) -> tuple[int, dict[str, Any], Any, Reply | None]:
+    async def _parsed(self, request: asgi.Request) -> tuple[bytes, Any]:
+        """The body's bytes and JSON value, within `serve.max_body_bytes`; Refused otherwise."""
         limit = self.serve.max_body_bytes
         try:
             raw = await request.body(limit)
         except asgi.BodyTooLarge:
             detail = f"the request body is larger than {limit} bytes (serve.max_body_bytes)"
-            return 413, {"error": "too_large", "detail": detail}, None, None
+            raise Refused(413, {"error": "too_large", "detail": detail}) from None
         except asgi.ClientGone:
-            return 499, {"error": "client_closed_request"}, None, None
+            raise Refused(499, {"error": "client_closed_request"}) from None
         try:
-            body = validation.parse(raw)
+            return raw, validation.parse(raw)
         except validation.Invalid as exc:
-            return 422, {"error": "invalid_request", "detail": str(exc)}, None, None
+            raise Refused(422, {"error": "invalid_request", "detail": str(exc)}) from None
+
+    async def _answer(
+        self, target: Target, request: asgi.Request, fields: dict[str, Any]
+    ) -> tuple[int, dict[str, Any], Any, Reply | None]:
+        try:
+            raw, body = await self._parsed(request)
+        except Refused as refused:
+            return refused.status, refused.payload, None, None
         schema, variables = self._checks[target.path]
         problem = validation.problem(body, schema, variables, self.serve.max_input_chars)
         if problem:
@@ -393,6 +501,42 @@ class Service:
             return 500, {"error": "internal"}, body, None
         payload = {**reply.body, "request_id": fields["request_id"], "version": self._version_body()}
         return 200, payload, body, reply
+
+    # ------------------------------------------------------------------------------------- feedback
+
+    async def feedback(self, request: asgi.Request) -> Handled:
+        """POST /v1/feedback: a user's rating of an answer, admitted as answers are, queued to the
+        capture (202). Any request id of the right form is taken: the rated answer may not have been
+        sampled (records.py keeps such ratings as orphan feedback). Logs one line, never raises."""
+        started = time.perf_counter()
+        request_id = request_id_from(request.headers.get("x-request-id"))
+        fields: dict[str, Any] = {"request_id": request_id, "route": FEEDBACK_ROUTE}
+        headers = {"X-Request-Id": request_id}
+        if self.capture is None:
+            status, payload = 404, {"error": "not_found", "detail": FEEDBACK_OFF}
+        else:
+            status, payload, _, _ = await self._admitted(request, fields, headers, lambda: self._rated(request, fields))
+        if status == 503:
+            headers["Retry-After"] = "1"
+        v = self.version
+        fields.update(status=status, latency_ms=elapsed_ms(started), alias=v.alias, version=v.id)
+        log.info("feedback", extra={"fields": fields})
+        return Handled(status, payload, headers)
+
+    async def _rated(self, request: asgi.Request, fields: dict[str, Any]) -> tuple[int, dict[str, Any], Any, None]:
+        assert self.capture is not None
+        try:
+            _, body = await self._parsed(request)
+        except Refused as refused:
+            return refused.status, refused.payload, None, None
+        problem = validation.problem(body, self._feedback_schema, (), self.serve.max_input_chars)
+        if problem:
+            return 422, {"error": "invalid_request", "detail": problem}, None, None
+        fields.update(rated=body["request_id"], rating=body["rating"])
+        if not self.capture.feedback(body["request_id"], body["rating"], body.get("correction"), body.get("comment")):
+            detail = "the capture queue is full (capture.max_queue): nothing was stored, retry later"
+            return 503, {"error": "unavailable", "detail": detail}, None, None
+        return 202, {"request_id": body["request_id"]}, None, None
 
     def _finish(
         self,
@@ -452,7 +596,8 @@ class Routes:
         self.headers = service.version_headers()
         metrics = service.runner.metrics
         self._requests = metrics.requests
-        self._latency = {path: metrics.label(metrics.latency, route=path) for path in service.targets}
+        paths = [*service.targets, FEEDBACK_ROUTE]
+        self._latency = {path: metrics.label(metrics.latency, route=path) for path in paths}
 
     async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
         if scope["type"] == "lifespan":
@@ -466,7 +611,12 @@ class Routes:
             if request.method != "POST":
                 await self._json(send, 405, {"error": "method_not_allowed"}, {"Allow": "POST"})
                 return
-            await self._answer(target, request, send)
+            await self._answer(target.path, functools.partial(self.service.handle, target, request), request, send)
+        elif request.path == FEEDBACK_ROUTE:
+            if request.method != "POST":
+                await self._json(send, 405, {"error": "method_not_allowed"}, {"Allow": "POST"})
+                return
+            await self._answer(FEEDBACK_ROUTE, functools.partial(self.service.feedback, request), request, send)
         elif request.path in ("/healthz", "/readyz", "/metrics"):
             if request.method not in ("GET", "HEAD"):
                 await self._json(send, 405, {"error": "method_not_allowed"}, {"Allow": "GET"})
@@ -481,20 +631,22 @@ class Routes:
         else:
             await self._json(send, 404, {"error": "not_found"})
 
-    async def _answer(self, target: Target, request: asgi.Request, send: asgi.Send) -> None:
+    async def _answer(
+        self, path: str, handle: Callable[[], Awaitable[Handled]], request: asgi.Request, send: asgi.Send
+    ) -> None:
         service = self.service
         tracing = service.runner.tracing
         started = time.perf_counter()
         status = 500
         attributes = {
             "http.request.method": "POST",
-            "http.route": target.path,
+            "http.route": path,
             "app.version": service.version.id,
             "app.alias": service.version.alias,
         }
         try:
-            with tracing.span(f"POST {target.path}", attributes, server=True, headers=request.headers) as span:
-                handled = await service.handle(target, request)
+            with tracing.span(f"POST {path}", attributes, server=True, headers=request.headers) as span:
+                handled = await handle()
                 status, payload = handled.status, handled.payload
                 span.set_attribute("app.request.id", handled.headers["X-Request-Id"])
                 span.set_attribute("http.response.status_code", status)
@@ -509,8 +661,8 @@ class Routes:
                         span.set_attribute("app.response.content", content)
             await self._json(send, status, payload, handled.headers)
         finally:
-            service.runner.metrics.label(self._requests, status=str(status), route=target.path).inc()
-            self._latency[target.path].observe(time.perf_counter() - started)
+            service.runner.metrics.label(self._requests, status=str(status), route=path).inc()
+            self._latency[path].observe(time.perf_counter() - started)
 
     async def _json(self, send: asgi.Send, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
         extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
@@ -547,7 +699,7 @@ def open_service(
     rand: Callable[[], float] = random.random,
 ) -> Iterator[Service]:
     """Load the version(s), connect to the model(s) (starting the embedded one if configured)."""
-    fraction = _fraction(env.get("SHADOW_FRACTION", "0"))
+    fraction = share(env, "SHADOW_FRACTION", 0.0)
     version = load(alias, source)
     serve = version.settings.serve
     keys = ApiKeys.from_env(serve.api_keys_env, env)
@@ -565,17 +717,11 @@ def open_service(
                 raise UserError("SHADOW_FRACTION is above 0 but SHADOW_URL (the canary's Service) is not set")
             shadow = Shadow(shadow_url(url), fraction, serve.shadow_max_inflight, version.id, metrics,
                             serve.request_timeout_s, rand)  # fmt: skip
-        yield Service(runner, serve, Redactor(env.get("LOG_HASH_KEY")), flag(env, "LOG_CONTENT"), shadow, keys)
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 1.0:
-        raise UserError(f"SHADOW_FRACTION: expected a number from 0 to 1, got {text!r}")
-    return value
+        redactor = Redactor(env.get("LOG_HASH_KEY"))
+        capture = Capture.from_settings(version.settings.capture, env, redactor, metrics, rand=rand)
+        if capture is not None:
+            stack.callback(capture.close)  # a no-op after the service's stop; else what is queued is kept
+        yield Service(runner, serve, redactor, flag(env, "LOG_CONTENT"), shadow, keys, capture)
 
 
 def main(argv: list[str] | None = None, prog: str = "serve") -> int:
@@ -609,6 +755,8 @@ def main(argv: list[str] | None = None, prog: str = "serve") -> int:
                         "routes": sorted(service.targets),
                         "shadow_fraction": service.shadow.fraction if service.shadow else 0.0,
                         "shadow_url": service.shadow.url if service.shadow else None,
+                        "capture_fraction": service.capture.where.fraction if service.capture else 0.0,
+                        "capture_dir": str(service.capture.where.dir) if service.capture else None,
                         "log_content": service.log_content,
                         "tracing": service.runner.tracing.enabled,
                         "api_keys": service.keys is not None,

@@ -13,6 +13,9 @@ outcome goes to `llm_shadow_requests_total{outcome, shadow_version}`:
     error              no answer, a non-200, or a body that is not the route's reply
     dropped            `serve.shadow_max_inflight` mirrors already in flight: not sent, never queued
 
+When the answer was captured (production/capture.py), the comparison's outcome is also written as a
+`shadow` line joined to it by request id (`offer`'s `done`), so `harvest` finds the disagreements.
+
 Why over HTTP and not a second version loaded in the stable pod: the comparison is then with the
 canary as it really runs (its image, its model endpoint, its settings), the stable pod loads one
 version and starts one model, and nothing in the shipped manifests can make it compare a version
@@ -48,6 +51,8 @@ log = logging.getLogger(f"{__package__}.shadow")
 
 # The route's reply (without SERVICE_FIELDS) -> its decision in canonical JSON.
 Decide = Callable[[dict[str, Any]], str]
+# Told (outcome, the other side's version) once a comparison is done: the capture's shadow line.
+Done = Callable[[str, str], None]
 
 
 def shadow_url(text: str) -> str:
@@ -84,27 +89,44 @@ class Shadow:
         self._session: aiohttp.ClientSession | None = None
 
     def offer(
-        self, request_id: str, path: str, body: Any, decision: str, decide: Decide, authorization: str | None
+        self,
+        request_id: str,
+        path: str,
+        body: Any,
+        decision: str,
+        decide: Decide,
+        authorization: str | None,
+        done: Done | None = None,
     ) -> bool:
-        """Mirror this answered request (with probability `fraction`); True when a mirror was started."""
+        """Mirror this answered request (with probability `fraction`); True when a mirror was started.
+        `done` hears the outcome of the comparison (not of a mirror dropped for want of room)."""
         if self.fraction <= 0 or self._rand() >= self.fraction:
             return False
         if len(self._tasks) >= self.max_inflight:
             self.metrics.shadow.labels(outcome="dropped", shadow_version="unknown").inc()
             return False
-        coroutine = self._compare(request_id, path, body, decision, decide, authorization)
+        coroutine = self._compare(request_id, path, body, decision, decide, authorization, done)
         task = asyncio.get_running_loop().create_task(coroutine, context=contextvars.Context())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True
 
     async def _compare(
-        self, request_id: str, path: str, body: Any, decision: str, decide: Decide, authorization: str | None
+        self,
+        request_id: str,
+        path: str,
+        body: Any,
+        decision: str,
+        decide: Decide,
+        authorization: str | None,
+        done: Done | None,
     ) -> None:
         started = time.perf_counter()
         try:
             outcome, other, fields = await self._mirror(request_id, path, body, decision, decide, authorization)
             self.metrics.shadow.labels(outcome=outcome, shadow_version=other).inc()
+            if done is not None:
+                done(outcome, other)
             log.info(
                 "shadow",
                 extra={
