@@ -463,6 +463,20 @@ def test_image_and_env(deployments: list[dict], objects: list[dict]):
     assert _of_kind(objects, "Secret") == [], "secrets are created by hand, never committed"
 
 
+def test_capture_is_off_by_default_and_writes_to_a_volume_of_its_own(deployments: list[dict], objects: list[dict]):
+    """CAPTURE_FRACTION comes from the ConfigMap, "0" until users agreed; the files go to a bounded
+    emptyDir (the root filesystem is read-only), where a shipping sidecar can pick them up."""
+    assert _by_name(objects, "ConfigMap")["llm-app-config"]["data"]["CAPTURE_FRACTION"] == "0"
+    for dep in deployments:
+        pod = dep["spec"]["template"]["spec"]
+        (c,) = pod["containers"]
+        env = {e["name"]: e for e in c["env"]}
+        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+        volume = {v["name"]: v for v in pod["volumes"]}[mounts[env["CAPTURE_DIR"]["value"]]]
+        assert volume["emptyDir"]["sizeLimit"], dep["metadata"]["name"]
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+
+
 def test_the_install_creates_every_secret_key_the_pods_read(deployments: list[dict], jobs: list[dict], project: Path):
     """k8s/README.md's `kubectl create secret` names every key the manifests read from the Secret."""
     used = {
