@@ -266,6 +266,29 @@ def test_a_full_queue_drops_and_counts_and_never_waits(tmp_path):
     assert sorted(f["request_id"] for f in captured.orphan_feedback) == ["r1", "r2"]
 
 
+def test_a_hung_disk_never_holds_up_an_answer_and_full_means_503_for_feedback(fake, tmp_path):
+    gate, writing = threading.Event(), threading.Event()
+
+    def hung_disk(fd: int, data: bytes) -> int:
+        writing.set()
+        gate.wait(30)
+        return os.write(fd, data)
+
+    with running(tmp_path, fake.base_url, capture={"max_queue": 1}) as (url, service):
+        service.capture.writer._write_fd = hung_disk
+        try:
+            for _ in range(4):  # the first is held by the writer, the second waits, the others drop
+                assert requests.post(f"{url}/v1/reply", json={"text": "good"}, timeout=10).status_code == 200
+                writing.wait(10)
+            assert counted(url, "dropped", "answer") == 2
+            full = requests.post(f"{url}/v1/feedback", json={"request_id": "abc", "rating": "up"}, timeout=10)
+            assert full.status_code == 503 and full.headers["retry-after"] == "1"
+            assert "capture.max_queue" in full.json()["detail"]
+        finally:
+            gate.set()
+    assert len(records.load([tmp_path / "captures"]).answers) == 2
+
+
 def test_a_failing_disk_never_fails_an_answer(fake, tmp_path):
     captures = tmp_path / "captures"
     captures.mkdir()
