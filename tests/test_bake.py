@@ -57,6 +57,7 @@ DEFAULT_FILES = {
         "serving/validation.py",
         "production/__init__.py", "production/records.py", "production/shipping.py",
         "production/harvest.py", "production/capture.py",
+        "production/drift.py", "production/divergence.py", "production/probe.py",
         "stages/__init__.py", "stages/evaluate.py", "stages/plots.py", "stages/preprocess.py",
         "stages/register.py",
         "testing/__init__.py", "testing/fake_model.py", "testing/prompt_checks.py", "testing/toy.py",
@@ -68,7 +69,7 @@ DEFAULT_FILES = {
     "tests/test_envfile.py", "tests/test_evaluate.py", "tests/test_gate.py", "tests/test_golden.py", "tests/test_observability.py",
     "tests/test_prompts.py", "tests/test_properties_cli.py", "tests/test_registry.py", "tests/test_rollout.py", "tests/test_runner.py", "tests/test_scorers.py",
     "tests/test_properties_server.py", "tests/test_server.py", "tests/test_server_limits.py", "tests/test_settings.py", "tests/test_shipping.py",
-    "tests/test_harvest.py", "tests/test_capture.py",
+    "tests/test_harvest.py", "tests/test_capture.py", "tests/test_drift.py",
 }  # fmt: skip
 # The example app (example_app=support-bot): its code, prompts, data and tests, pruned with it.
 SUPPORT_BOT_FILES = {
