@@ -16,7 +16,7 @@ from live_server import in_thread, metric, wait_for
 from {{ cookiecutter.package }}.app.loader import load_app
 from {{ cookiecutter.package }}.errors import UserError
 from {{ cookiecutter.package }}.production import records
-from {{ cookiecutter.package }}.production.capture import Capture, Where
+from {{ cookiecutter.package }}.production.capture import Capture, Config
 from {{ cookiecutter.package }}.serving.observability import Metrics, Redactor
 from {{ cookiecutter.package }}.serving.server import create_app, open_service
 from {{ cookiecutter.package }}.settings import CaptureSettings
@@ -52,9 +52,9 @@ def counted(url: str, outcome: str, kind: str | None = None) -> float:
 
 def sink(tmp_path: Path, clock=None, write=None, **settings) -> tuple[Capture, Metrics]:
     metrics = Metrics("m", "p")
-    where = Where.resolve(CaptureSettings(**settings), {"CAPTURE_FRACTION": "1", "CAPTURE_DIR": str(tmp_path)})
+    config = Config.resolve(CaptureSettings(**settings), {"CAPTURE_FRACTION": "1", "CAPTURE_DIR": str(tmp_path)})
     extra = {k: v for k, v in (("clock", clock), ("write", write)) if v is not None}
-    return Capture(where, Redactor("k"), metrics, host="testhost", **extra), metrics
+    return Capture(config, Redactor("k"), metrics, host="testhost", **extra), metrics
 
 
 def value(metrics: Metrics, kind: str, outcome: str) -> float:
@@ -293,7 +293,7 @@ def test_a_failing_disk_never_fails_an_answer(fake, tmp_path):
     captures = tmp_path / "captures"
     captures.mkdir()
     today = datetime.datetime.now(datetime.UTC)
-    for day in (today, today + datetime.timedelta(days=1)):  # a file where the day's folder goes
+    for day in (today, today + datetime.timedelta(days=1)):  # a file config the day's folder goes
         (captures / day.strftime("%Y-%m-%d")).write_text("")
     with running(tmp_path, fake.base_url) as (url, _):
         assert requests.post(f"{url}/v1/reply", json={"text": "good"}, timeout=10).status_code == 200

@@ -52,8 +52,8 @@ Write = Callable[[int, bytes], int]  # os.write; tests pass one that waits, to p
 
 
 @dataclass(frozen=True)
-class Where:
-    """Where and how the sink writes: settings with the environment's overrides, checked."""
+class Config:
+    """What the sink does: capture.* with the environment's overrides, checked."""
 
     fraction: float
     dir: Path
@@ -62,7 +62,7 @@ class Where:
     rotate_bytes: int
 
     @classmethod
-    def resolve(cls, settings: CaptureSettings, env: Mapping[str, str]) -> Where:
+    def resolve(cls, settings: CaptureSettings, env: Mapping[str, str]) -> Config:
         """capture.* with CAPTURE_FRACTION / CAPTURE_DIR over them; a UserError in one line when bad."""
         fraction = share(env, "CAPTURE_FRACTION", settings.fraction)
         directory = env.get("CAPTURE_DIR", settings.dir).strip()
@@ -102,7 +102,7 @@ class Capture:
 
     def __init__(
         self,
-        where: Where,
+        config: Config,
         redactor: Redactor,
         metrics: Metrics,
         rand: Callable[[], float] = random.random,
@@ -110,14 +110,14 @@ class Capture:
         host: str | None = None,
         write: Write = os.write,
     ) -> None:
-        self.where = where
+        self.config = config
         self.redactor = redactor
         self.metrics = metrics
         self._rand = rand
         for kind in records.KINDS:  # every series exists from the start: rate() sees the first drop
             for outcome in ("written", "dropped", "failed"):
                 metrics.capture.labels(kind=kind, outcome=outcome)
-        self.writer = Writer(where, metrics, clock, host or socket.gethostname(), write)
+        self.writer = Writer(config, metrics, clock, host or socket.gethostname(), write)
 
     @classmethod
     def from_settings(
@@ -125,23 +125,23 @@ class Capture:
     ) -> Capture | None:
         """The sink the settings and env ask for; None when capture is off (fraction 0). The directory
         must be writable at start: a capture that cannot write is a clear error, not a silent loss."""
-        where = Where.resolve(settings, env)
-        if where.fraction <= 0:
+        config = Config.resolve(settings, env)
+        if config.fraction <= 0:
             return None
         try:
-            where.dir.mkdir(parents=True, exist_ok=True)
-            writable = os.access(where.dir, os.W_OK | os.X_OK)
+            config.dir.mkdir(parents=True, exist_ok=True)
+            writable = os.access(config.dir, os.W_OK | os.X_OK)
         except OSError as exc:
-            raise UserError(f"capture dir {clip(str(where.dir), 120)}: cannot create it ({exc.strerror})") from None
+            raise UserError(f"capture dir {clip(str(config.dir), 120)}: cannot create it ({exc.strerror})") from None
         if not writable:
             raise UserError(
-                f"capture dir {clip(str(where.dir), 120)}: not writable by this process (set CAPTURE_DIR or capture.dir)"
+                f"capture dir {clip(str(config.dir), 120)}: not writable by this process (set CAPTURE_DIR or capture.dir)"
             )
-        return cls(where, redactor, metrics, **kw)
+        return cls(config, redactor, metrics, **kw)
 
     def sampled(self) -> bool:
         """Whether to record this answer (probability `fraction`)."""
-        return self._rand() < self.where.fraction
+        return self._rand() < self.config.fraction
 
     def answer(self, data: Mapping[str, Any]) -> bool:
         """Queue an `answer` line. `data` holds its fields as records.py names them, `request` and
@@ -192,13 +192,13 @@ class Writer:
 
     idle_s = 1.0  # with nothing to write, it looks at least this often whether the open file is due
 
-    def __init__(self, where: Where, metrics: Metrics, clock: Clock, host: str, write: Write = os.write) -> None:
-        self.where = where
+    def __init__(self, config: Config, metrics: Metrics, clock: Clock, host: str, write: Write = os.write) -> None:
+        self.config = config
         self.metrics = metrics
         self._clock = clock
         self._write_fd = write
         self.host = _UNSAFE.sub("-", host)[:63] or "host"
-        self._queue: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=where.max_queue)
+        self._queue: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=config.max_queue)
         self._stopping = threading.Event()
         self._fd: int | None = None
         self._path: Path | None = None
@@ -247,7 +247,7 @@ class Writer:
         """The next records (waiting at most until the open file is due, or `idle_s`)."""
         wait = self.idle_s
         if self._fd is not None:
-            wait = max(0.0, min(wait, self._opened_at + self.where.rotate_s - self._clock()))
+            wait = max(0.0, min(wait, self._opened_at + self.config.rotate_s - self._clock()))
         try:
             first = self._queue.get(timeout=wait)
         except queue.Empty:
@@ -297,8 +297,8 @@ class Writer:
     def _due(self) -> bool:
         now = self._clock()
         return (
-            now - self._opened_at >= self.where.rotate_s
-            or self._size >= self.where.rotate_bytes
+            now - self._opened_at >= self.config.rotate_s
+            or self._size >= self.config.rotate_bytes
             or _day(now) != self._day
         )
 
@@ -306,7 +306,7 @@ class Writer:
         now = self._clock()
         self._day = _day(now)
         start = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-        folder = self.where.dir / self._day
+        folder = self.config.dir / self._day
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"capture-{self.host}-{os.getpid()}-{start}-{self._files}{OPEN_SUFFIX}"
         self._files += 1
@@ -336,7 +336,7 @@ class Writer:
         that no writer here holds is such a leftover."""
         try:
             name = re.compile(rf"capture-{re.escape(self.host)}-([0-9]+)-[0-9]{{8}}T[0-9]{{6}}Z-[0-9]+\.jsonl\.open")
-            for path in self.where.dir.glob(f"*/capture-{self.host}-*{OPEN_SUFFIX}"):
+            for path in self.config.dir.glob(f"*/capture-{self.host}-*{OPEN_SUFFIX}"):
                 found = name.fullmatch(path.name)
                 with _OPEN_LOCK:
                     ours = path in _OPEN_HERE
