@@ -201,6 +201,20 @@ def test_ship_patch_sets_image_and_commit_together():
         rollout.ship_patch("repo:x", "main; rm -rf /")
 
 
+def test_ship_patch_moves_every_container_of_the_app_image():
+    """The capture-ship sidecar runs the app's image: a deploy that left it on the old one would ship
+    captures with old code (or pull `llm-app:stable`, which no registry has)."""
+    pod = rollout.pod_template(ROOT / "k8s")
+    assert pod is not None and [c["name"] for c in pod["initContainers"]] == ["capture-ship"]
+    patch = rollout.ship_patch("repo:0123456789ab", "0123456789abcdef0123456789abcdef01234567", pod)
+    assert [op["path"] for op in patch] == [
+        "/spec/template/spec/containers/0/image",
+        "/spec/template/spec/initContainers/0/image",
+        "/spec/template/metadata/labels/commit",
+    ]
+    assert {op["value"] for op in patch[:2]} == {"repo:0123456789ab"}
+
+
 class _Recorder(BaseHTTPRequestHandler):
     seen: ClassVar[list[tuple[str, dict]]] = []
     keys: ClassVar[list[str | None]] = []

@@ -2,6 +2,7 @@
 back; open ones never travel, and a file leaves the volume only once it has arrived whole."""
 
 import datetime as dt
+import os
 import threading
 
 import pytest
@@ -88,6 +89,7 @@ def test_every_makes_a_last_pass_after_stop():
         (["fetch", "--from", "{tmp}/missing", "--to", "out"], "nothing there"),
         (["fetch", "--from", "{tmp}", "--to", "out", "--days", "0"], "--days"),
         (["ship", "--from", "{tmp}", "--to", "{tmp}/s", "--every", "-1"], "--every"),
+        (["ship", "--from", "{tmp}", "--to", ""], "CAPTURE_URL is not set"),
     ],
 )
 def test_bad_arguments_are_one_line(tmp_path, capsys, argv, says):
@@ -95,3 +97,22 @@ def test_bad_arguments_are_one_line(tmp_path, capsys, argv, says):
     assert main(["capture", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert says in err and len(err.splitlines()) == 1, err
+
+
+def test_the_sidecar_idles_without_a_url_until_sigterm(tmp_path):
+    """A native sidecar that exits at start keeps its pod from starting: with CAPTURE_URL empty it
+    must wait quietly for SIGTERM, then exit 0."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "CAPTURE_URL": ""}
+    argv = [sys.executable, "-m", "{{ cookiecutter.package }}", "capture", "ship", "--from", str(tmp_path), "--every", "60"]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = proc.stdout.readline()
+    assert "CAPTURE_URL is empty" in line, line
+    time.sleep(0.1)
+    assert proc.poll() is None, "the sidecar exited without a SIGTERM"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0

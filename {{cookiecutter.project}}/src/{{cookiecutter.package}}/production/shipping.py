@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -142,7 +143,8 @@ def main(argv: list[str] | None = None, prog: str = "capture") -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     to = commands.add_parser("ship", help="upload closed capture files to object storage, then delete them here")
     to.add_argument("--from", dest="source", type=Path, required=True, help="the capture directory (CAPTURE_DIR)")
-    to.add_argument("--to", dest="url", required=True, help="e.g. s3://<dvc bucket>/captures")
+    to.add_argument("--to", dest="url", default=os.environ.get("CAPTURE_URL", ""),
+                    help="e.g. s3://<dvc bucket>/captures (default: CAPTURE_URL)")  # fmt: skip
     to.add_argument("--every", type=float, help="seconds between passes: run until SIGTERM, then a last pass")
     get = commands.add_parser("fetch", help="download capture files not here yet")
     get.add_argument("--from", dest="url", required=True, help="where `ship` puts them")
@@ -155,16 +157,24 @@ def main(argv: list[str] | None = None, prog: str = "capture") -> int:
         got = fetch(args.url, args.dest, args.days)
         print(f"{got.files} capture file(s), {got.bytes:,} bytes -> {args.dest}")
         return 0
+    if not args.url and args.every is None:
+        raise UserError("--to: where to ship (e.g. s3://<bucket>/captures); CAPTURE_URL is not set either")
     if args.every is None:
         done = ship(args.source, args.url)
         print(f"{done.files} capture file(s), {done.bytes:,} bytes -> {args.url}; {done.failed} failed")
         return 1 if done.failed else 0
     if args.every <= 0:
         raise UserError(f"--every: expected a number of seconds above 0, got {args.every:g}")
-    _filesystem(args.url)  # a wrong URL fails now, not in an hour
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if not args.url:
+        # The sidecar ships nothing until CAPTURE_URL is set, and must not crash-loop meanwhile: a
+        # native sidecar that fails its start keeps the pod from starting at all.
+        print("capture ship: CAPTURE_URL is empty, nothing is shipped (the files stay on the volume)", flush=True)
+        stop.wait()
+        return 0
+    _filesystem(args.url)  # a wrong URL fails now, not in an hour
 
     def work() -> None:
         done = ship(args.source, args.url)

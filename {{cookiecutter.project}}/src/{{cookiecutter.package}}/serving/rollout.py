@@ -66,14 +66,36 @@ def _image(rollout: Mapping[str, Any]) -> str:
     return str(containers[0].get("image", ""))
 
 
-def ship_patch(image: str, commit: str) -> list[dict[str, Any]]:
-    """The JSON patch that asks the controller for a new version: image and commit label together."""
+def ship_patch(image: str, commit: str, pod: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The JSON patch that asks the controller for a new version: image and commit label together.
+    Every container of `pod` (the Rollout's pod template spec in k8s/rollout.yaml) that runs the
+    app's image gets the new one: the app, and sidecars built from it (`capture-ship`)."""
     if not _COMMIT.fullmatch(commit):
         raise UserError(f"--commit: expected a git commit (7-40 hex digits), got {clip(commit, 50)!r}")
+    paths = ["/spec/template/spec/containers/0/image"]
+    if pod:
+        app_image = (pod.get("containers") or [{}])[0].get("image")
+        paths = [
+            f"/spec/template/spec/{kind}/{i}/image"
+            for kind in ("containers", "initContainers")
+            for i, container in enumerate(pod.get(kind) or [])
+            if container.get("image") == app_image
+        ]
     return [
-        {"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": image},
+        *({"op": "replace", "path": path, "value": image} for path in paths),
         {"op": "replace", "path": "/spec/template/metadata/labels/commit", "value": commit},
     ]
+
+
+def pod_template(k8s: Path) -> dict[str, Any] | None:
+    """The Rollout's pod template spec from `<k8s>/rollout.yaml`; None when there is no such file."""
+    import yaml
+
+    path = k8s / "rollout.yaml"
+    if not path.is_file():
+        return None
+    spec = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("spec", {})
+    return spec.get("template", {}).get("spec") or None
 
 
 def kubectl(*args: str) -> list[str]:
@@ -150,6 +172,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "rollout") -> int:
     p = sub.add_parser("ship", help="set the Rollout's image and commit (the controller rolls it out)")
     p.add_argument("--image", required=True, help="<repo>:<commit>")
     p.add_argument("--commit", required=True, help="the commit the image was built from")
+    p.add_argument("--k8s", type=Path, default=Path("k8s"), help="where rollout.yaml names the app's containers")
     p = sub.add_parser("wait", help="wait for the controller's verdict: exit 0 promoted, 1 aborted, 3 paused")
     p.add_argument("--image", help="the image being rolled out (promoted only once it is stable)")
     p.add_argument("--timeout", default="2h", help="e.g. 90m (default 2h)")
@@ -167,7 +190,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "rollout") -> int:
             print(f"{path}: {f'differs from params.yaml (run `{prog} render`)' if args.check else 'written'}")
         return 1 if stale and args.check else 0
     if args.action == "ship":
-        patch = json.dumps(ship_patch(args.image, args.commit))
+        patch = json.dumps(ship_patch(args.image, args.commit, pod_template(args.k8s)))
         argv = kubectl("patch", f"rollout/{APP}", "--type=json", "-p", patch)
         if subprocess.run(argv, check=False).returncode != 0:
             raise UserError(f"{shlex.join(argv[1:4])}: the patch was refused (see above)")
