@@ -138,6 +138,8 @@ def test_feedback_is_stored_with_the_capture_and_joined_to_its_answer(fake, tmp_
         assert orphan.status_code == 202
         wait_for(lambda: counted(url, "written", "feedback") == 2, what="the ratings on disk")
         assert metric(url, "llm_requests_total", route="/v1/feedback", status="202") == 2
+        # What LLMNegativeFeedbackHigh divides (k8s/prometheusrule.yaml).
+        assert metric(url, "llm_feedback_total", rating="down") == metric(url, "llm_feedback_total", rating="up") == 1
     raw = "".join(p.read_text() for p in records.capture_files([tmp_path / "captures"]))
     assert EMAIL not in raw
     captured = records.load([tmp_path / "captures"])

@@ -10,7 +10,8 @@
   several): `llm_requests_total{status, route}`, `llm_request_latency_seconds{route}`, `llm_tokens_total{kind}`,
   what they cost (`llm_cost_usd_total`), whether answers match their prompt's output schema
   (`llm_schema_checks_total{prompt, result}`), per-call model series, the shadow comparisons, requests in flight and refused (`llm_shed_requests_total`),
-  production capture's records (`llm_capture_records_total{kind, outcome}`: written, dropped, failed)
+  production capture's records (`llm_capture_records_total{kind, outcome}`: written, dropped, failed),
+  users' ratings (`llm_feedback_total{rating}`)
   and whether the model endpoint answers (`llm_model_endpoint_up`), all labelled with the model and
   prompt version.
 - Traces are OpenTelemetry spans with `gen_ai.*` attributes; a request's span joins the caller's trace
@@ -238,6 +239,8 @@ class Metrics:
             ["kind", "outcome"],
             registry=r,
         )
+        # Users' ratings (POST /v1/feedback): the alert on their thumbs-down share triggers the retrain loop.
+        self.feedback = Counter("llm_feedback", "Users' ratings of answers (rating: up | down)", ["rating"], registry=r)
         self.info = Gauge("llm_app_info", "The served version (value 1)", ["alias", "version", *names], registry=r)
         self.inflight = Gauge("llm_inflight_requests", "Requests being answered now", names, registry=r)
         self.shed = Counter(

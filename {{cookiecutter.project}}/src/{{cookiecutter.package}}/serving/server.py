@@ -536,6 +536,7 @@ class Service:
         if not self.capture.feedback(body["request_id"], body["rating"], body.get("correction"), body.get("comment")):
             detail = "the capture queue is full (capture.max_queue): nothing was stored, retry later"
             return 503, {"error": "unavailable", "detail": detail}, None, None
+        self.runner.metrics.feedback.labels(rating=body["rating"]).inc()
         return 202, {"request_id": body["request_id"]}, None, None
 
     def _finish(
