@@ -8,8 +8,9 @@ a dozen golden examples, where the chi-square and Kolmogorov-Smirnov approximati
 
 The statistics all read one thing: how many of group A's values fall on each *level* (a category, a
 binary outcome, or a distinct length in sorted order). A random split is drawn as the indices of the
-smaller group, so B splits cost O(B x (smaller group + levels)), and counting is one `bincount`:
-2000 permutations of thousands of records take a few tens of milliseconds.
+smaller group, for all splits at once (a partial Fisher-Yates shuffle: one numpy step per drawn
+index), and counting them is one `bincount`: 2000 permutations of 31 golden examples against 300
+answers take ~10 ms, against 5000 answers ~0.15 s.
 
 - `ks`: Kolmogorov-Smirnov distance between the two empirical distributions (lengths), two-sided;
   equal to scipy.stats.ks_2samp's statistic.
@@ -56,6 +57,20 @@ def seed_of(*names: str) -> int:
     return int.from_bytes(hashlib.sha256("\0".join(names).encode()).digest()[:8], "big")
 
 
+_CELLS = 4_000_000  # indices held at once while drawing splits (16 MB)
+
+
+def _draw(rng: np.random.Generator, n: int, m: int, rows: int) -> np.ndarray:
+    """`rows` random m-subsets of range(n), one a row: a partial Fisher-Yates shuffle, one step per
+    drawn position for all rows at once (m steps, not rows x m calls)."""
+    pool = np.tile(np.arange(n, dtype=np.int64), (rows, 1))
+    every = np.arange(rows)
+    for j in range(m):
+        k = rng.integers(j, n, size=rows)
+        pool[every, j], pool[every, k] = pool[every, k], pool[every, j]
+    return pool[:, :m]
+
+
 def permutation_test(
     codes: np.ndarray, n_ref: int, levels: int, statistic: Statistic, *, permutations: int, seed: int
 ) -> tuple[float, float]:
@@ -67,10 +82,15 @@ def permutation_test(
     totals = np.bincount(codes, minlength=levels)
     observed = float(statistic(np.bincount(codes[:n_ref], minlength=levels)[None, :], totals, n_ref, n_cur)[0])
     rng = np.random.default_rng(seed)
-    drawn = np.stack([rng.choice(n, min(n_ref, n_cur), replace=False) for _ in range(permutations)])
-    rows = np.arange(permutations)[:, None] * levels
-    counts = np.bincount((rows + codes[drawn]).ravel(), minlength=permutations * levels)
-    counts = counts.reshape(permutations, levels)
+    small = min(n_ref, n_cur)
+    counts = np.empty((permutations, levels), dtype=np.int64)
+    step = max(1, _CELLS // n)  # splits drawn at once: bounded memory for any sample size
+    for start in range(0, permutations, step):
+        drawn = _draw(rng, n, small, min(step, permutations - start))
+        rows = np.arange(len(drawn))[:, None] * levels
+        counts[start : start + len(drawn)] = np.bincount(
+            (rows + codes[drawn]).ravel(), minlength=len(drawn) * levels
+        ).reshape(len(drawn), levels)
     if n_ref > n_cur:  # the drawn group is the current one
         counts = totals[None, :] - counts
     null = statistic(counts, totals, n_ref, n_cur)
