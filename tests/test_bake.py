@@ -36,7 +36,7 @@ DEFAULT_FILES = {
     ".python-version", "Makefile", "README.md", "dvc.yaml", "params.yaml", "pyproject.toml",
     ".dockerignore", "Dockerfile",
     "data/raw/README.md", "data/processed/.gitignore", "models/README.md", "eval/golden.jsonl",
-    "docs/runbooks/alerting.md", "docs/runbooks/incident.md", "docs/runbooks/rollback.md",
+    "docs/runbooks/alerting.md", "docs/runbooks/production-loop.md", "docs/runbooks/incident.md", "docs/runbooks/rollback.md",
     "k8s/README.md", "k8s/analysis.yaml", "k8s/configmap.yaml", "k8s/rollout.yaml",
     "k8s/httproute.yaml", "k8s/kustomization.yaml", "k8s/namespace.yaml", "k8s/networkpolicy.yaml",
     "k8s/pdb.yaml", "k8s/prometheusrule.yaml", "k8s/service-canary.yaml", "k8s/service-stable.yaml",
