@@ -6,6 +6,7 @@ post-gen hook (which swaps the eval job's runner line).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -266,10 +267,18 @@ def test_canary_deploy_with_a_cluster_but_no_image_repo_stops_before_building(de
 def test_retrain_opens_a_pr_and_never_merges(default_project: Path) -> None:
     path = default_project / ".github" / "workflows" / "retrain.yml"
     wf = load(path)
-    assert "schedule" in wf["on"] and "workflow_dispatch" in wf["on"]
+    assert {"schedule", "workflow_dispatch", "repository_dispatch"} <= set(wf["on"])
+    assert wf["on"]["repository_dispatch"] == {"types": ["drift-alert"]}
     text = path.read_text()
     assert "gh pr create" in text or "peter-evans/create-pull-request@" in text
     assert "gh pr merge" not in text and "--auto" not in text and "automerge" not in text
+    # A dispatch's payload is whatever its caller sent: nothing of the event reaches a step.
+    assert "github.event." not in json.dumps(wf), "retrain.yml reads the triggering event's payload"
+    # It re-evaluates and gates; registering or moving an alias is for main's CI and for people.
+    called = {target for job in wf["jobs"].values() for s in steps(job) for target in make_calls(s.get("run", ""))}
+    assert not called & {"register", "repro", "repro-force", "promote", "rollback", "canary-deploy"}, called
+    assert {"harvest", "drift", "reevaluate", "gate"} <= called, called
+    assert wf["jobs"]["retrain"]["permissions"] == {"contents": "read", "pull-requests": "read", "id-token": "write"}
 
 
 def test_python_version_files_exist(project: Path) -> None:
