@@ -1,7 +1,7 @@
 """`drift`'s error rates, measured: how often it cries wolf on production that looks like the golden set,
 and how often it sees production that has moved.
 
-The baked project's own `drift.judge`, its example app and its golden set (the default bake; the
+The baked project's own `drift.verdict.judge`, its example app and its golden set (the default bake; the
 settings of its params.yaml: alpha 0.01, 2000 permutations, min_records 100). Synthetic captures of
 300 answers are drawn from the golden set's own distribution: the message of a random example the
 flow accepts, the category of a random labelled one, the reply of a random main result (the five
@@ -44,7 +44,8 @@ import numpy as np
 from {package}.app.loader import load_app
 from {package}.evaluation import golden
 from {package}.evaluation.results import Result
-from {package}.production import drift, records
+from {package}.production import records
+from {package}.production.drift import samples, verdict
 from {package}.settings import load
 
 config = load("params.yaml")
@@ -57,10 +58,10 @@ main = [
            True, provider=fp)
     for e in examples if e.flow == name
 ]
-accepted = drift.accepts(flow)
+accepted = samples.accepts(flow)
 messages = [e.input for e in examples if e.flow == name or (e.flow is None and accepted(e.input))]
 labels = [c for e in examples if e.flow == name or (e.flow is None and accepted(e.input))
-          if (c := drift.category_of(flow, e.expectations.get("expected"))) is not None]
+          if (c := samples.category_of(flow, e.expectations.get("expected"))) is not None]
 
 def captures(seed, shift):
     rng = np.random.default_rng(seed)
@@ -86,10 +87,10 @@ for shift, seeds in (("none", int(sys.argv[2])), ("mix", int(sys.argv[3])), ("lo
                      ("fingerprint", int(sys.argv[3]))):
     drifted, judged, names = 0, set(), {{}}
     for seed in range(seeds):
-        verdict = drift.judge(examples, main, captures(seed, shift), app, config.drift)
-        drifted += bool(verdict.drifted)
-        judged |= {{s.name for s in verdict.signals}}
-        for s in verdict.drifted:
+        outcome = verdict.judge(examples, main, captures(seed, shift), app, config.drift)
+        drifted += bool(outcome.drifted)
+        judged |= {{s.name for s in outcome.signals}}
+        for s in outcome.drifted:
             names[s.name] = names.get(s.name, 0) + 1
     rates[shift] = {{"drifted": drifted, "seeds": seeds, "by": names, "judged": sorted(judged)}}
 print(json.dumps(rates))
@@ -111,8 +112,8 @@ def test_false_alarms_stay_under_alpha_and_real_shifts_are_seen(ready):
 
 
 def divergence() -> ModuleType:
-    """The template's production/divergence.py (numpy only), loaded by path."""
-    path = next((ROOT / "{{cookiecutter.project}}" / "src").glob("*/production/divergence.py"))
+    """The template's production/drift/divergence.py (numpy only), loaded by path."""
+    path = next((ROOT / "{{cookiecutter.project}}" / "src").glob("*/production/drift/divergence.py"))
     if "_divergence" not in sys.modules:
         spec = importlib.util.spec_from_file_location("_divergence", path)
         assert spec is not None and spec.loader is not None

@@ -15,8 +15,10 @@ from {{ cookiecutter.package }}.app.contract import App, Flow
 from {{ cookiecutter.package }}.cli import main as cli
 from {{ cookiecutter.package }}.evaluation import golden
 from {{ cookiecutter.package }}.evaluation.results import Result, dumps
-from {{ cookiecutter.package }}.production import drift, records
-from {{ cookiecutter.package }}.production.drift import judge, reference_samples
+from {{ cookiecutter.package }}.production import records
+from {{ cookiecutter.package }}.production.drift.report import render
+from {{ cookiecutter.package }}.production.drift.samples import reference_samples
+from {{ cookiecutter.package }}.production.drift.verdict import Signal, Verdict, judge
 from {{ cookiecutter.package }}.settings import DriftSettings
 from {{ cookiecutter.package }}.testing import toy
 from {{ cookiecutter.package }}.testing.fake_model import FakeModel
@@ -98,7 +100,7 @@ def results(reply: str = "done", provider: str = FP) -> list[Result]:
     ]  # fmt: skip
 
 
-def by_name(verdict: drift.Verdict) -> dict[str, drift.Signal]:
+def by_name(verdict: Verdict) -> dict[str, Signal]:
     return {s.name: s for s in verdict.signals}
 
 
@@ -123,7 +125,7 @@ def test_a_shifted_category_mix_is_drift_and_the_report_says_which_way():
     assert {"category_mix", "fallback_share"} <= {s.name for s in verdict.drifted}
     assert "'other' (the fallback category): 15% -> " in signals["fallback_share"].says
     assert not signals["request_length"].drifted
-    report = drift.render(verdict, "sources")
+    report = render(verdict, "sources")
     assert report.startswith("# Drift report\n\n**Drift**: ") and "## What moved" in report
 
 

@@ -39,7 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "production.shipping",
         "`capture ship|fetch`: capture files between the service's volume and object storage",
     ),
-    "drift": ("production.drift", "captured answers vs the eval set: has production moved? (exit 1 on drift)"),
+    "drift": ("production.drift.command", "captured answers vs the eval set: has production moved? (exit 1 on drift)"),
     "harvest": ("production.harvest", "captured answers -> data/raw/candidates-<date>.jsonl, golden lines to label"),
     "loadgen": ("serving.loadgen", "golden-set requests at a steady rate to service URLs (the rollout's load Job)"),
 }

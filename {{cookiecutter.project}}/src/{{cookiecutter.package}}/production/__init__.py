@@ -1,2 +1,2 @@
 """Production back to the golden set: capture records (records.py), the service's capture sink
-(capture.py), drift detection (drift.py) and harvesting candidates for review (harvest.py)."""
+(capture.py), drift detection (drift/) and harvesting candidates for review (harvest.py)."""

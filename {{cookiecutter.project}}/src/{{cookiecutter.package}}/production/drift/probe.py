@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import settings as settings_mod
-from ..app.contract import App
-from ..errors import UserError
-from ..evaluation import golden
-from ..evaluation.results import Result
+from ... import settings as settings_mod
+from ...app.contract import App
+from ...errors import UserError
+from ...evaluation import golden
+from ...evaluation.results import Result
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,10 @@ def probe(
     main: Sequence[Result],
 ) -> Probed:
     """Ask the chosen examples once each, uncached, and pair the answers with main's."""
-    from ..app.prompts import load_all
-    from ..app.runtime import client_chat, connect, endpoint_identity, sampling
-    from ..evaluation import runner
-    from ..evaluation.cache import ResponseCache
+    from ...app.prompts import load_all
+    from ...app.runtime import client_chat, connect, endpoint_identity, sampling
+    from ...evaluation import runner
+    from ...evaluation.cache import ResponseCache
 
     chosen = choose(examples, main, config.drift.probe_examples)
     if not chosen:
