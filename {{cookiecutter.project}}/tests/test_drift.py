@@ -129,6 +129,13 @@ def test_a_shifted_category_mix_is_drift_and_the_report_says_which_way():
     assert report.startswith("# Drift report\n\n**Drift**: ") and "## What moved" in report
 
 
+def test_a_category_with_a_bar_in_its_name_keeps_the_report_table_whole():
+    renamed = like_reference(200, queue=lambda q: "bill|ing" if q == "billing" else q)
+    report = render(judge(examples(), results(), captured(renamed), APP, CONFIG), "sources")
+    row = next(line for line in report.splitlines() if line.startswith("| flow:route | category_mix |"))
+    assert "bill\\|ing" in row and len(re.findall(r"(?<!\\)\|", row)) == 6, row
+
+
 def test_longer_messages_are_drift():
     verdict = judge(examples(), results(), captured(like_reference(200, text=lambda t: t + " " + t)), APP, CONFIG)
     assert [s.name for s in verdict.drifted] == ["request_length"]

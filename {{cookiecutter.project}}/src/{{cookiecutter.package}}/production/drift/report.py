@@ -53,7 +53,8 @@ def render(verdict: Verdict, sources: str) -> str:
         lines += ["## Judged", "", "| target | signal | drifted | numbers | in words |", "|---|---|---|---|---|"]
         for s in verdict.signals:
             numbers = ", ".join(f"{k} {_show(v)}" for k, v in s.numbers.items())
-            lines.append(f"| {s.target} | {s.name} | {'yes' if s.drifted else 'no'} | {numbers} | {s.says} |")
+            says = s.says.replace("|", "\\|")  # a category or provider name must not split the row
+            lines.append(f"| {s.target} | {s.name} | {'yes' if s.drifted else 'no'} | {numbers} | {says} |")
         lines.append("")
     if verdict.skipped:
         lines += ["## Not judged", ""] + [f"- {s.target} {s.name}: {s.why}." for s in verdict.skipped] + [""]
