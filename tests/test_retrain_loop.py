@@ -85,12 +85,12 @@ def world(tmp_path_factory):
                "bin": root / "bin", "env": env, "registry": registry, "runs": 0}  # fmt: skip
 
 
-def retrain(world: dict, trigger: str) -> tuple[JobRun, JobRun | None]:
+def retrain(world: dict, trigger: str, bucket: Path | None = None) -> tuple[JobRun, JobRun | None]:
     """Both jobs of retrain.yml for `trigger`, each on a fresh runner; open-pr only when it would run."""
     world["runs"] += 1
     tmp = world["root"] / f"run-{world['runs']}-{trigger}"
     artifacts = tmp / "artifacts"
-    variables = {"CAPTURE_URL": str(world["bucket"])}
+    variables = {"CAPTURE_URL": str(bucket or world["bucket"])}
 
     def job(name: str, needs: dict) -> JobRun:
         clone = checkout(world["remote"], "main", tmp / name / "support-bot")
@@ -131,7 +131,7 @@ def test_the_loop_opens_one_pr_then_updates_it_for_each_trigger(world):
     assert "## Candidates to label" in body and "2 candidate(s) (negative_feedback 1, canary_failure 1)" in body
     assert "## Drift: " in body and "## Gate against main: success" in body, body
     drift = body.split("## Drift: ", 1)[1].split("## Gate", 1)[0]
-    if list(world["project"].glob("src/*/production/drift.py")):
+    if any('"drift":' in cli.read_text() for cli in world["project"].glob("src/*/cli.py")):
         # The captures' provider ("fake") is not the one main's results recorded: a finding, not a failure.
         assert drift.startswith("**drift found") and "# Drift report" in drift and "'fake fingerprint=fake-1'" in drift
     else:  # until `drift` lands, its step fails (and says so) without failing the run
@@ -165,9 +165,12 @@ def test_the_loop_opens_one_pr_then_updates_it_for_each_trigger(world):
     evaluated = {json.loads(line)["id"] for line in branch_file(world, "eval/results.jsonl").splitlines()}
     assert labelled["id"] in evaluated and lines[1]["id"] not in evaluated, "only labelled candidates are scored"
 
-    # An alert: nothing new to harvest, the PR is updated (or left as it is), never opened again.
-    alerted, _ = retrain(world, "repository_dispatch")
+    # An alert in a week when nothing was captured: nothing to harvest is not a failure, and the PR
+    # is updated (or left as it is), never opened a second time.
+    (world["root"] / "empty-bucket").mkdir()
+    alerted, _ = retrain(world, "repository_dispatch", bucket=world["root"] / "empty-bucket")
     assert alerted.ok, alerted.logs
+    assert alerted.outcomes["drift"] == "failure", "nothing captured: drift cannot judge, and says so"
     calls = gh_calls(world["gh"])
     assert [c[:2] for c in calls].count(["pr", "create"]) == 1
     assert not [c for c in calls if "merge" in c], calls
