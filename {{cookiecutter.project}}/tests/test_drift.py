@@ -105,9 +105,11 @@ def by_name(verdict: Verdict) -> dict[str, Signal]:
 
 
 def test_a_flows_reference_takes_the_prompt_examples_whose_input_it_accepts():
-    sample = reference_samples(examples(), [], APP, re.compile("x"), str)["flow:route"]
+    repeated = [dataclasses.replace(r, repeat=1) for r in results()]
+    sample = reference_samples(examples(), results() + repeated, APP, re.compile("x"), str)["flow:route"]
     assert sorted(sample.categories) == sorted(QUEUES), "every routed example, flow or prompt, gives its queue"
     assert len(sample.requests) == len(QUEUES), "the extract example's input is not a request of the flow"
+    assert len(sample.replies) == len(QUEUES) // 2, "one reply per example: a repeat is no independent draw"
 
 
 def test_production_like_the_reference_is_not_drift():
@@ -166,6 +168,18 @@ def test_negative_feedback_is_judged_once_there_are_enough_ratings():
     assert "negative_feedback" not in by_name(few) and not few.drifted
     many = judge(examples(), None, captured(like_reference(10), ["down"] * 3 + ["up"] * 7), APP, config)
     assert by_name(many)["negative_feedback"].drifted and "30% of 10 ratings" in by_name(many)["negative_feedback"].says
+
+
+def test_a_users_last_rating_of_an_answer_is_the_one_that_counts():
+    config = dataclasses.replace(CONFIG, min_feedback=2, max_negative_feedback_rate=0.4)
+    captures = captured(like_reference(2), ["up"])
+    captures.answers[0].feedback[0]["at"] = "2026-11-30T10:00:03Z"
+    captures.orphan_feedback += [
+        {"kind": "feedback", "request_id": "r1", "rating": rating, "at": f"2026-11-30T10:00:0{i}Z"}
+        for i, rating in enumerate(["down", "down", "up"])
+    ]
+    numbers = by_name(judge(examples(), None, captures, APP, config))["negative_feedback"].numbers
+    assert numbers["ratings"] == 2 and numbers["rate"] == 0
 
 
 # ------------------------------------------------------------------------------------- the command

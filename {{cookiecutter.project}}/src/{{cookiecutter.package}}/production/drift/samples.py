@@ -98,8 +98,8 @@ def reference_samples(
                 if category is not None:
                     sample.categories.append(category)
     for result in results:
-        if result.output is None:
-            continue
+        if result.output is None or result.repeat:
+            continue  # one reply per example: repeats of one example are not independent draws
         said = [redact(text) for text in texts(result_value(result.output))]
         sample = samples.setdefault(result.target, Sample())
         sample.replies.append(sum(map(len, said)))

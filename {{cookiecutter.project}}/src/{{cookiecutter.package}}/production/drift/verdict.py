@@ -180,7 +180,10 @@ def judge_distributions(
             continue
         flow = app.flows.get(target.removeprefix("flow:")) if target.startswith("flow:") else None
         for item in _plan(target, reference[target], cur, flow, config):
-            (planned if isinstance(item, _Planned) else verdict.skipped).append(item)  # type: ignore[arg-type]
+            if isinstance(item, Skipped):
+                verdict.skipped.append(item)
+            else:
+                planned.append(item)
     if not planned:
         return
     verdict.tests = len(planned)
@@ -233,7 +236,10 @@ def judge_provider(results: Sequence[Result] | None, answers: Sequence[records.A
     verdict.signals.append(Signal("all", "provider", bool(new), numbers, says))
 
 
-def judge_feedback(ratings: Sequence[Mapping[str, Any]], config: DriftSettings, verdict: Verdict) -> None:
+def judge_feedback(feedback: Sequence[Mapping[str, Any]], config: DriftSettings, verdict: Verdict) -> None:
+    # One vote per answer: a user who changes their mind (down, then up) counts once, as they left it.
+    last = {f.get("request_id"): f for f in sorted(feedback, key=lambda f: str(f.get("at", "")))}
+    ratings = list(last.values())
     n = len(ratings)
     if n < config.min_feedback:
         why = f"{n} ratings, fewer than drift.min_feedback={config.min_feedback}"
