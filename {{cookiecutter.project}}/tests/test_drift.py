@@ -280,6 +280,13 @@ def test_bad_input_is_one_line_naming_file_line_and_field_and_writes_nothing(toy
 PROG = "{{ cookiecutter.project }}"
 
 
+def test_the_metrics_file_is_a_dvc_metric_so_dvc_metrics_diff_shows_it():
+    import yaml
+
+    declared = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["metrics"]
+    assert "drift/metrics.json" in declared, "`drift --out-dir drift` writes it; dvc.yaml must declare it"
+
+
 def test_the_probe_reasks_uncached_and_pairs_with_mains_answers(toy_project, capsys):
     reference, main = toy_reference(toy_project, n=3)
     write(toy_project / "captures" / "a.jsonl", toy_answers(2))
