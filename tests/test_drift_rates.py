@@ -15,7 +15,8 @@ end-to-end examples, as the eval writes them). Measured on this machine (seeds 0
 - 5% of answers from a new `system_fingerprint`: 50 of 50 (provider).
 
 The permutation p-values themselves are checked apart, on samples that share one distribution by
-construction (a test of any level must reject at most that often), and the statistics against scipy.
+construction (a test of any level must reject at most that often: at p <= 0.05, measured 17, 11 and
+6 of 300 for length, category mix and share), and the statistics against scipy.
 """
 
 from __future__ import annotations
