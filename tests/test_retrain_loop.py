@@ -38,7 +38,7 @@ def answer(request_id: str, message: str, status: int = 200, alias: str = "champ
         "reply": None if status >= 500 else {"intent": "other", "answer": "Let me check."},
         "category": "other", "fallback": True, "fields": {}, "mirror_of": None,
         "version": {"id": "1", "alias": alias, "prompt_version": "p", "prompts": {}, "model": "fake"},
-        "provider": {"model": "fake", "system_fingerprint": "fake-1"}, "latency_ms": 20.0, "model_ms": 15.0,
+        "provider": "fake fingerprint=fake-1", "latency_ms": 20.0, "model_ms": 15.0,
         "tokens_in": 12, "tokens_out": 6, "error": "model_error" if status >= 500 else None,
     }  # fmt: skip
 

@@ -26,7 +26,7 @@ def answer(request_id: str, message: str, status: int = 200, alias: str = "champ
         "request": {"message": message}, "reply": None if status >= 500 else {"text": "ok"},
         "category": "other", "fallback": False, "fields": {}, "mirror_of": None,
         "version": {"id": "3", "alias": alias, "prompt_version": "p1", "prompts": {}, "model": "m"},
-        "provider": {"model": "m", "system_fingerprint": "fp"}, "latency_ms": 12.0, "model_ms": 10.0,
+        "provider": "m fingerprint=fp", "latency_ms": 12.0, "model_ms": 10.0,
         "tokens_in": 5, "tokens_out": 3, "error": "bad_gateway" if status >= 500 else None, **fields,
     }  # fmt: skip
 
