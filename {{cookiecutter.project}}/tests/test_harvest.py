@@ -2,6 +2,8 @@
 until a person has labelled them."""
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -144,6 +146,20 @@ def test_a_second_run_appends_and_keeps_what_a_person_is_labelling(workdir):
     assert text.startswith(being_labelled)
     assert [c["harvest"]["request_id"] for c in rows(CANDIDATES)] == ["a", "b"]
     assert not [p.name for p in Path("data/raw").iterdir() if p.name.startswith(".")]  # no temp file left
+
+
+def test_the_candidates_file_is_created_as_any_file_is_and_keeps_its_mode(workdir):
+    capture(workdir, answer("a", "First question"), feedback("a", "down"))
+    umask = os.umask(0o022)
+    try:
+        assert harvest() == 0
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(Path(CANDIDATES).stat().st_mode) == 0o644  # readable by the team, not mkstemp's 0600
+    Path(CANDIDATES).chmod(0o664)
+    capture(workdir, answer("b", "Second question"), feedback("b", "down"), name="later.jsonl")
+    assert harvest() == 0
+    assert stat.S_IMODE(Path(CANDIDATES).stat().st_mode) == 0o664
 
 
 def test_only_redacted_text_is_written(workdir):

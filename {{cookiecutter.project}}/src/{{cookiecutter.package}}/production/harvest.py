@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -154,8 +155,15 @@ def append(path: Path, lines: Sequence[dict[str, Any]]) -> None:
     if before and not before.endswith(b"\n"):
         before += b"\n"
     text = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
+    if path.exists():
+        mode = stat.S_IMODE(path.stat().st_mode)
+    else:  # as open() would create it (mkstemp's 0600 would hide it from the rest of the team)
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as out:
             out.write(before + text.encode())
             out.flush()
