@@ -33,10 +33,10 @@ def answer(request_id: str, message: str, status: int = 200, alias: str = "champ
     }  # fmt: skip
 
 
-def feedback(request_id: str, rating: str, correction: str | None = None) -> dict:
+def feedback(request_id: str, rating: str, correction: str | None = None, comment: str | None = None) -> dict:
     return {
         "schema": records.SCHEMA, "kind": "feedback", "at": f"{DATE}T11:00:00Z", "request_id": request_id,
-        "rating": rating, "correction": correction, "comment": None,
+        "rating": rating, "correction": correction, "comment": comment,
     }  # fmt: skip
 
 
@@ -166,14 +166,14 @@ def test_only_redacted_text_is_written(workdir):
     capture(
         workdir,
         answer("a", "Mail <email:1a2b3c4d5e> about order BH-7 or me at ana@example.com"),
-        feedback("a", "down", correction="Call +44 20 7946 0958 instead"),
+        feedback("a", "down", correction="Call +44 20 7946 0958 instead", comment="bad; mail bo@example.org"),
     )
     assert harvest() == 0
     text = Path(CANDIDATES).read_text()
     (line,) = rows(CANDIDATES)
     assert "<email:1a2b3c4d5e>" in line["input"]["message"]  # what the service redacted, as it was
-    assert "BH-7" in line["input"]["message"]
-    assert "ana@example.com" not in text and "7946" not in text
+    assert "BH-7" in line["input"]["message"] and line["harvest"]["comment"].startswith("bad; mail <email:")
+    assert "ana@example.com" not in text and "7946" not in text and "bo@example.org" not in text
 
 
 def test_nothing_to_harvest_writes_nothing_and_exits_0(workdir, capsys):

@@ -114,6 +114,7 @@ def candidate(answer: records.Answer, why: str, redact: Redactor) -> dict[str, A
         "version": answer.data.get("version"),
         "reply": _redacted(answer.reply, redact),
         "correction": _redacted(down[-1].get("correction"), redact) if down else None,
+        "comment": _redacted(down[-1].get("comment"), redact) if down else None,
     }
     key = fingerprint(target, request)
     ident = "harvest-" + hashlib.sha256(key.encode()).hexdigest()[:12]
