@@ -45,7 +45,12 @@ RUNBOOKS = ("rollback.md", "alerting.md", "incident.md")
 # Custom resources: kubernetes-validate skips them (WARN); their schemas are in CRD_SCHEMAS.
 CUSTOM_KINDS = {"Rollout", "AnalysisTemplate", "HTTPRoute", "PrometheusRule"}
 CRD_SCHEMAS = Path(__file__).parent / "schemas" / "crds"
-ALERT_METRICS = METRICS | {"llm_schema_checks_total", "llm_shadow_requests_total", "llm_cost_usd_total"}
+ALERT_METRICS = METRICS | {
+    "llm_schema_checks_total",
+    "llm_shadow_requests_total",
+    "llm_cost_usd_total",
+    "llm_feedback_total",
+}
 OLDEST_KUBERNETES = "1.30"
 
 # Strict subset of gateway.networking.k8s.io/v1 HTTPRoute (Gateway API v1.x CRD), fields we use.
