@@ -42,12 +42,13 @@ DEFAULT_FILES = {
     "k8s/pdb.yaml", "k8s/prometheusrule.yaml", "k8s/service-canary.yaml", "k8s/service-stable.yaml",
     "k8s/serviceaccount.yaml", "prompts/schema.json",
     *(f"src/{PACKAGE}/{name}" for name in (
-        "__init__.py", "__main__.py", "cli.py", "envfile.py", "errors.py", "settings.py", "strict_json.py",
+        "__init__.py", "__main__.py", "cli.py", "envfile.py", "errors.py", "objectstore.py", "settings.py",
+        "strict_json.py",
         "app/__init__.py", "app/async_client.py", "app/client.py", "app/contract.py", "app/embedded.py",
         "app/loader.py", "app/prompts.py", "app/retry.py", "app/runtime.py", "app/scaffold.py",
         "evaluation/__init__.py", "evaluation/cache.py", "evaluation/catalogue.py", "evaluation/golden.py",
         "evaluation/metrics.py", "evaluation/report.py", "evaluation/results.py", "evaluation/runner.py",
-        "evaluation/scorers.py", "evaluation/stats.py",
+        "evaluation/scorers.py", "evaluation/shards.py", "evaluation/stats.py",
         "gate/__init__.py", "gate/command.py", "gate/inputs.py", "gate/paired.py", "gate/policy.py",
         "gate/report.py", "gate/verdict.py",
         "registry/__init__.py", "registry/faults.py", "registry/lifecycle.py", "registry/pyfunc.py",
@@ -60,8 +61,8 @@ DEFAULT_FILES = {
         "production/drift/__init__.py", "production/drift/command.py", "production/drift/divergence.py",
         "production/drift/probe.py", "production/drift/report.py", "production/drift/samples.py",
         "production/drift/verdict.py",
-        "stages/__init__.py", "stages/evaluate.py", "stages/plots.py", "stages/preprocess.py",
-        "stages/register.py",
+        "stages/__init__.py", "stages/evaluate.py", "stages/merge.py", "stages/plots.py",
+        "stages/preprocess.py", "stages/register.py",
         "testing/__init__.py", "testing/fake_model.py", "testing/prompt_checks.py", "testing/toy.py",
     )),
     "tests/alerts/daily_test.yaml", "tests/alerts/prometheusrule_test.yaml", "tests/test_alerts.py",
@@ -71,7 +72,7 @@ DEFAULT_FILES = {
     "tests/test_envfile.py", "tests/test_evaluate.py", "tests/test_gate.py", "tests/test_golden.py", "tests/test_observability.py",
     "tests/test_prompts.py", "tests/test_properties_cli.py", "tests/test_registry.py", "tests/test_rollout.py", "tests/test_runner.py", "tests/test_scorers.py",
     "tests/test_properties_server.py", "tests/test_server.py", "tests/test_server_limits.py", "tests/test_settings.py", "tests/test_shipping.py",
-    "tests/test_harvest.py", "tests/test_capture.py", "tests/test_drift.py",
+    "tests/test_harvest.py", "tests/test_capture.py", "tests/test_drift.py", "tests/test_shards.py",
 }  # fmt: skip
 # The example app (example_app=support-bot): its code, prompts, data and tests, pruned with it.
 SUPPORT_BOT_FILES = {

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "new": ("app.scaffold", "`new prompt NAME`: a prompt template, golden-example stubs and their test"),
     "preprocess": ("stages.preprocess", "DVC stage: validate, normalise and hash the eval set"),
     "evaluate": ("stages.evaluate", "DVC stage: run the golden set through the app and score it"),
+    "merge": ("stages.merge", "merge `evaluate --shard I/N` outputs into the single run's eval/ files"),
     "register": ("stages.register", "DVC stage: register the evaluated version in MLflow as `candidate`"),
     "export": (
         "registry.versions",

@@ -149,6 +149,8 @@ class EvalSettings:
     max_attempts: Annotated[int, AT_LEAST_1] = 4  # per call, retries included
     max_retry_s: Annotated[float, NOT_NEGATIVE] = 60.0  # total time one call may spend retrying
     cache_dir: Annotated[str, NOT_EMPTY] = ".cache/eval"
+    shards: Annotated[int, AT_LEAST_1] = 1  # CI matrix jobs / Indexed Job completions; 1 = one job
+    cache_url: str = ""  # fsspec URL of the response cache shared by shards and runs; "" = local only
 
 
 @dataclass(frozen=True)

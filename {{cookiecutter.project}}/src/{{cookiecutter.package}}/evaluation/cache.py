@@ -11,6 +11,11 @@ threads, each one lets the GIL go, and with 16 workers getting it back cost ~70 
 evaluation (benchmarks/bench_eval.py). Reading is one pass over the segments, the first time a key
 is asked for; later lines win. A crash can leave a torn last line: it is skipped (a miss, so the
 call is made again). When segments pile up, the reader merges them into one.
+
+Shared (`eval.cache_url`, any fsspec URL, e.g. a prefix of the DVC remote's bucket): before its
+calls a run downloads the segments it lacks (by name and size), after them it uploads its own new
+segment under a name no other writer uses (host, pid, time): shards and runs never write one
+object, and a prompt change re-asks only what it changed, whichever shard or machine asks.
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from .. import objectstore
+from ..errors import UserError, clip
 
 SUFFIX = ".jsonl"
 MAX_SEGMENTS = 32  # more than this and the next reader merges them
@@ -40,6 +47,7 @@ class ResponseCache:
         self.enabled = enabled
         self._entries: dict[str, dict[str, Any]] | None = None
         self._fd: int | None = None
+        self.segment: Path | None = None  # this process's own segment, once it wrote one
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -59,8 +67,8 @@ class ResponseCache:
                 with self._lock:
                     if self._fd is None:
                         self.root.mkdir(parents=True, exist_ok=True)
-                        name = f"{time.time_ns()}-{os.getpid()}{SUFFIX}"
-                        self._fd = os.open(self.root / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                        self.segment = self.root / f"{time.time_ns()}-{os.getpid()}{SUFFIX}"
+                        self._fd = os.open(self.segment, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             # One write of one whole line, O_APPEND: concurrent threads never interleave their lines.
             os.write(self._fd, line.encode())
         except OSError as exc:
@@ -115,3 +123,34 @@ def _read(segments: list[Path]):
                 continue  # a torn line from a crash: a miss, the call is made again
             if isinstance(key, str) and isinstance(value, dict):
                 yield key, value
+
+
+def pull(url: str, root: Path) -> int:
+    """Download the shared cache's segments that `root` lacks (by name and size); how many. A URL
+    that cannot be listed is a UserError, before any model call."""
+    fs, base = objectstore.open_url(url, needs="fsspec (a dependency of dvc-s3): pip install -e .")
+    try:
+        remote = {p: int(fs.size(p)) for p in fs.find(base) if str(p).endswith(SUFFIX)} if fs.exists(base) else {}
+    except Exception as exc:  # each fsspec backend raises its own types (botocore's, aiohttp's)
+        raise UserError(f"eval.cache_url: cannot list {clip(url, 80)} ({clip(str(exc), 160)})") from None
+    got = 0
+    for path, size in sorted(remote.items()):
+        local = root / str(path).rsplit("/", 1)[-1]
+        if local.is_file() and local.stat().st_size == size:
+            continue
+        objectstore.get(fs, path, local)
+        got += 1
+    return got
+
+
+def push(url: str, segment: Path | None) -> str | None:
+    """Upload this process's own segment under a name no other writer uses; its name there."""
+    if segment is None or not segment.is_file() or not segment.stat().st_size:
+        return None
+    fs, base = objectstore.open_url(url)
+    name = f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}{SUFFIX}"
+    try:
+        objectstore.put(fs, segment, f"{base}/{name}")
+    except Exception as exc:  # as in pull
+        raise UserError(f"eval.cache_url: cannot upload to {clip(url, 80)} ({clip(str(exc), 160)})") from None
+    return name

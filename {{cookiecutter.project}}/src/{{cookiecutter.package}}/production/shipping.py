@@ -28,9 +28,10 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
+from .. import objectstore
 from ..errors import UserError, clip
 
 log = logging.getLogger(f"{__package__}.shipping")
@@ -50,16 +51,7 @@ def closed_files(root: Path) -> Iterator[Path]:
 
 
 def _filesystem(url: str) -> tuple[Any, str]:
-    """(fsspec filesystem, root path) for `url`; a UserError naming what is missing."""
-    try:
-        from fsspec.core import url_to_fs
-    except ImportError:
-        raise UserError("capture ship/fetch needs fsspec: pip install -e '.[serve]'") from None
-    try:
-        fs, root = url_to_fs(url)
-    except (ImportError, ValueError) as exc:  # an unknown protocol, or its package (s3fs) not installed
-        raise UserError(f"{clip(url, 80)}: cannot open ({clip(str(exc), 160)})") from None
-    return fs, str(root).rstrip("/")
+    return objectstore.open_url(url, needs="fsspec for capture ship/fetch: pip install -e '.[serve]'")
 
 
 def ship(source: Path, url: str) -> Shipped:
@@ -73,14 +65,7 @@ def ship(source: Path, url: str) -> Shipped:
         target = f"{root}/{relative}"
         length = path.stat().st_size
         try:
-            fs.makedirs(str(PurePosixPath(target).parent), exist_ok=True)
-            partial = f"{target}.part"
-            # Local targets: write aside and rename, so a reader never sees half a file. Object
-            # stores: one PUT is already all or nothing.
-            fs.put_file(str(path), partial if _is_local(fs) else target)
-            if _is_local(fs):
-                fs.mv(partial, target)
-            arrived = fs.size(target)
+            arrived = objectstore.put(fs, path, target)
         except OSError as exc:  # network, permissions, a full disk there: keep the file, try next time
             failed += 1
             log.warning("capture_ship_failed", extra={"fields": {"file": relative, "error": clip(str(exc), 200)}})
@@ -109,10 +94,7 @@ def fetch(url: str, dest: Path, days: int | None = None, today: dt.date | None =
         length = fs.size(remote)
         if local.is_file() and local.stat().st_size == length:
             continue
-        local.parent.mkdir(parents=True, exist_ok=True)
-        partial = local.with_name(local.name + ".part")
-        fs.get_file(remote, str(partial))
-        partial.replace(local)
+        objectstore.get(fs, remote, local)
         files, size = files + 1, size + length
     return Shipped(files, size)
 
@@ -124,11 +106,6 @@ def _on_or_after(relative: str, oldest: dt.date) -> bool:
     except ValueError:
         return True
     return day >= oldest
-
-
-def _is_local(fs: Any) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return protocol in ("file", "local")
 
 
 def every(period_s: float, work: Callable[[], object], stop: threading.Event) -> None:

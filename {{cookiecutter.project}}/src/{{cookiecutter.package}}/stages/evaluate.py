@@ -5,6 +5,11 @@ reported and gated; `--check` (for CI scripts) makes it exit 1 when they are mis
 appended to results.jsonl as they arrive, so a run that stops early (Ctrl-C, too many errors, a
 refused key) keeps what finished - but writes no metrics.json: numbers from part of the golden set
 must not pass for a result.
+
+`--shard I/N --shard-dir DIR` (or `--shard-index-env JOB_COMPLETION_INDEX`, N = eval.shards)
+answers only shard I's examples (evaluation/shards.py) and writes DIR/shard-I-of-N.jsonl, nothing
+else; `merge` (stages/merge.py) then writes what a single run would. With `eval.cache_url`, the
+shared response cache is read before the calls and this run's new answers are added after them.
 """
 
 from __future__ import annotations
@@ -12,16 +17,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import settings as settings_mod
 from ..app.loader import load_app
-from ..app.prompts import load_all
+from ..app.prompts import Prompt, load_all
 from ..app.runtime import client_chat, connect, endpoint_identity, sampling
 from ..errors import UserError, quote
-from ..evaluation import catalogue, golden, metrics, report, runner
-from ..evaluation.cache import ResponseCache
+from ..evaluation import catalogue, golden, metrics, report, runner, shards
+from ..evaluation.cache import ResponseCache, pull, push
 from ..evaluation.results import Result, dumps
 
 
@@ -40,31 +48,129 @@ def check_tag_metrics(
             )
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """The files a whole evaluation writes (a single run, or a merge of shards)."""
+
+    metrics: Path
+    catalogue: Path
+    results: Path
+    report: Path
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--metrics", type=Path, default=Path("eval/metrics.json"))
+        parser.add_argument("--catalogue", type=Path, default=Path("eval/catalogue.json"))
+        parser.add_argument("--results", type=Path, default=Path("eval/results.jsonl"))
+        parser.add_argument("--report", type=Path, default=Path("eval/report.md"))
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> Outputs:
+        return cls(args.metrics, args.catalogue, args.results, args.report)
+
+
+def write_outputs(
+    results: list[Result],
+    config: settings_mod.Settings,
+    prompts: Mapping[str, Prompt],
+    outputs: Outputs,
+    stopped: str | None = None,
+) -> tuple[dict[str, float | int], list[metrics.Miss]]:
+    """results.jsonl, metrics.json, catalogue.json and report.md from results in plan order: the
+    one function a single run and a merge of shards both write with, so they write the same bytes.
+    `stopped` (why a run ended early): no metrics or catalogue, and the report says why."""
+    for path in (outputs.metrics, outputs.catalogue, outputs.results, outputs.report):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    outputs.results.write_text(dumps(results))
+    model = config.model
+    prices = {"input": model.input_usd_per_1m_tokens, "output": model.output_usd_per_1m_tokens}
+    values = metrics.compute(results, prices)
+    missed = metrics.missed_thresholds(values, config.thresholds.min, config.thresholds.max)
+    if stopped:
+        # Numbers from part of the golden set must not pass for a result (nor the catalogue of
+        # them): the finished calls are in results.jsonl and in the cache, and the next run resumes.
+        outputs.metrics.unlink(missing_ok=True)
+        outputs.catalogue.unlink(missing_ok=True)
+    else:
+        outputs.metrics.write_text(json.dumps(values, indent=2) + "\n")
+        outputs.catalogue.write_text(catalogue.dumps(metrics.catalogue_of(values, results)))
+    versions = {p.id: p.version for p in prompts.values()}
+    outputs.report.write_text(
+        report.render(values, results, missed=missed, prompt_versions=versions, model=model.name, aborted=stopped)
+    )
+    return values, missed
+
+
+def summary(values: Mapping[str, float | int], made: str) -> str:
+    return (
+        f"{values['calls']} calls ({made}), pass_rate {values['pass_rate']:.3f}, "
+        f"error_rate {values['error_rate']:.3f}, p95 {values['latency_p95_ms']:.0f} ms"
+    )
+
+
+def shard_header(
+    config: settings_mod.Settings, prompts: Mapping[str, Prompt], eval_set: Path, shard: tuple[int, int]
+) -> shards.Header:
+    """What a shard's answers are made from (a merge checks every shard against its own)."""
+    return shards.Header(
+        shard=shard[0],
+        shards=shard[1],
+        eval_set_sha256=shards.file_sha256(eval_set),
+        prompt_versions={p.id: p.version for p in prompts.values()},
+        settings_sha256=shards.settings_hash({"app": config.app, "model": config.model, "eval": config.eval}),
+    )
+
+
+def which_shard(args: argparse.Namespace, config: settings_mod.Settings) -> tuple[int, int] | None:
+    if args.shard and args.shard_index_env:
+        raise UserError("--shard and --shard-index-env: give one")
+    if args.shard_index_env:
+        value = os.environ.get(args.shard_index_env, "")
+        if not value.strip().isdigit():
+            raise UserError(f"--shard-index-env: {args.shard_index_env} must hold a shard index, got {quote(value)}")
+        return shards.parse_spec(f"{value}/{config.eval.shards}")
+    if args.shard:
+        return shards.parse_spec(args.shard)
+    return None
+
+
 def main(argv: list[str] | None = None, prog: str = "evaluate") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--eval-set", type=Path, default=Path("data/processed/eval_set.jsonl"))
     parser.add_argument("--prompts", type=Path, default=Path("prompts"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--metrics", type=Path, default=Path("eval/metrics.json"))
-    parser.add_argument("--catalogue", type=Path, default=Path("eval/catalogue.json"))
-    parser.add_argument("--results", type=Path, default=Path("eval/results.jsonl"))
-    parser.add_argument("--report", type=Path, default=Path("eval/report.md"))
+    Outputs.add_arguments(parser)
     parser.add_argument("--no-cache", action="store_true", help="call the model for every example")
     parser.add_argument("--check", action="store_true", help="exit 1 when an absolute threshold is missed")
+    parser.add_argument(
+        "--shard", metavar="I/N", help="only shard I (0-based) of N; writes --shard-dir/shard-I-of-N.jsonl"
+    )
+    parser.add_argument("--shard-index-env", metavar="NAME",
+                        help="I from this env var (JOB_COMPLETION_INDEX), N = eval.shards")  # fmt: skip
+    parser.add_argument("--shard-dir", type=Path, default=Path("eval/shards"), help="where a shard writes its file")
     args = parser.parse_args(argv)
 
     config = settings_mod.load(args.params)
+    shard = which_shard(args, config)
     prompts = load_all(args.prompts)
     app = load_app(config.app.entry)
     examples = golden.load(args.eval_set)
     golden.check_targets(examples, prompts, app.flows, str(args.eval_set))
     check_tag_metrics(config, examples, args.params, args.eval_set)
+    outputs = Outputs.of(args)
+    shard_file = args.shard_dir / shards.file_name(*shard) if shard else None
+    if shard is not None and shard_file is not None:
+        examples = [e for e in examples if shards.shard_of(e.id, shard[1]) == shard[0]]
+        shard_file.unlink(missing_ok=True)  # a stale shard must not be merged with this run's others
     # The app's data files, read as the service reads them from a version, here from this checkout.
     data = app.load(args.params.parent) if any(e.flow for e in examples) else None
     model = config.model
     if model.api_key_env:
         model.api_key()  # a missing key is a clear error before any call, not 38 HTTP 401s
     cache = ResponseCache(config.eval.cache_dir, enabled=not args.no_cache)
+    if config.eval.cache_url and not args.no_cache:
+        pulled = pull(config.eval.cache_url, cache.root)  # an unreachable URL fails here, before any call
+        print(f"{pulled} cache segment(s) from {config.eval.cache_url}")
     evaluation = runner.Evaluation(
         solver=runner.app_solver(prompts, app, data),
         cache=cache,
@@ -73,9 +179,11 @@ def main(argv: list[str] | None = None, prog: str = "evaluate") -> int:
     )
     tasks = runner.plan(examples, config.eval.repeats)
 
-    for path in (args.metrics, args.catalogue, args.results, args.report):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    with args.results.open("w") as results_file, cache:
+    # A shard's results go to its shard file only when it finished; a whole run's stream into
+    # results.jsonl as they arrive, so a run that stops keeps what finished.
+    live = outputs.results if shard is None else Path(os.devnull)
+    live.parent.mkdir(parents=True, exist_ok=True)
+    with live.open("w") as results_file, cache:
 
         def record(result: Result) -> None:
             results_file.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
@@ -90,36 +198,29 @@ def main(argv: list[str] | None = None, prog: str = "evaluate") -> int:
                 concurrency=config.eval.concurrency, max_error_rate=config.eval.max_error_rate,
                 on_result=record, replayed=replayed,
             )  # fmt: skip
-    # Rewrite in plan order (the live file was in completion order).
-    args.results.write_text(dumps(outcome.results))
+    if config.eval.cache_url and not args.no_cache:
+        push(config.eval.cache_url, cache.segment)  # even after a stop: what finished is not asked again
 
-    prices = {"input": model.input_usd_per_1m_tokens, "output": model.output_usd_per_1m_tokens}
-    values = metrics.compute(outcome.results, prices)
-    missed = metrics.missed_thresholds(values, config.thresholds.min, config.thresholds.max)
     stopped = f"interrupted, {outcome.counts()}" if outcome.interrupted else outcome.aborted
-    if outcome.partial:
-        # Numbers from part of the golden set must not pass for a result (nor the catalogue of
-        # them): the finished calls are in results.jsonl and in the cache, and the next run resumes.
-        args.metrics.unlink(missing_ok=True)
-        args.catalogue.unlink(missing_ok=True)
-    else:
-        args.metrics.write_text(json.dumps(values, indent=2) + "\n")
-        args.catalogue.write_text(catalogue.dumps(metrics.catalogue_of(values, outcome.results)))
-    versions = {p.id: p.version for p in prompts.values()}
-    args.report.write_text(
-        report.render(
-            values, outcome.results, missed=missed, prompt_versions=versions, model=model.name, aborted=stopped
-        )
-    )
     cached = sum(r.cached for r in outcome.results)
     made = f"{outcome.calls_made} to the model, {cached} cached"
-    if outcome.partial:
-        print(f"{outcome.counts()} ({made}); no metrics written")
+    if shard is not None and shard_file is not None and not stopped:
+        # Written aside and renamed: a merge never reads half a shard.
+        shard_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = shard_file.with_name(shard_file.name + ".part")
+        partial.write_text(shards.dumps_shard(shard_header(config, prompts, args.eval_set, shard), outcome.results))
+        partial.replace(shard_file)
+        print(f"shard {shard[0]} of {shard[1]}: {outcome.counts()} ({made}) -> {shard_file}")
+        return 0
+    missed: list[metrics.Miss] = []
+    if shard is not None:
+        print(f"shard {shard[0]} of {shard[1]}: {outcome.counts()} ({made}); no shard file written")
     else:
-        print(
-            f"{values['calls']} calls ({made}), pass_rate {values['pass_rate']:.3f}, "
-            f"error_rate {values['error_rate']:.3f}, p95 {values['latency_p95_ms']:.0f} ms"
-        )
+        values, missed = write_outputs(outcome.results, config, prompts, outputs, stopped)
+        if stopped:
+            print(f"{outcome.counts()} ({made}); no metrics written")
+        else:
+            print(summary(values, made))
     if outcome.interrupted:
         print(f"{prog}: {stopped}; the finished ones are kept and cached", file=sys.stderr)
         return 130
