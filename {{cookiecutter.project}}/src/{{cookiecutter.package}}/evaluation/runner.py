@@ -271,13 +271,16 @@ def run(
     max_error_rate: float,
     on_result: Callable[[Result], None] | None = None,
     replayed: tuple[list[Result], list[Task]] | None = None,
+    whole: int | None = None,
 ) -> Outcome:
     """Every task judged: those the cache answers first, the rest on `concurrency` worker threads
     calling `chat` (None when `replayed`, the caller's own `replay`, left nothing to run).
 
     Workers are daemon threads fed from a queue, so Ctrl-C returns at once with what finished
     instead of waiting for requests in flight (a hung endpoint would otherwise hold the process
-    for a whole read timeout). Every success is in the cache before it is reported.
+    for a whole read timeout). Every success is in the cache before it is reported. `whole`: the
+    tasks of the whole evaluation when these are one shard of it - the error budget is a share of
+    those (a shard stops once its errors alone sink the whole; the merge judges the rest).
     """
     outcome = Outcome(results=[], planned=len(tasks))
     progress = Progress(len(tasks))
@@ -297,7 +300,8 @@ def run(
     stop = threading.Event()
     # The run is lost once errors exceed this many, whatever the remaining tasks do. Workers count
     # errors themselves, so no worker starts another task after the one that crossed the line.
-    error_budget = max_error_rate * len(tasks)
+    planned = whole or len(tasks)
+    error_budget = max_error_rate * planned
     lock = threading.Lock()
     why: dict[str, ModelError] = {}  # "refused" / "budget": the error that stopped the run
     work: queue.SimpleQueue[Task] = queue.SimpleQueue()
@@ -368,7 +372,7 @@ def run(
     elif "budget" in why:
         outcome.aborted = (
             f"error rate above eval.max_error_rate={max_error_rate} (at most {int(error_budget)} of "
-            f"{len(tasks)} calls may fail): stopped, {outcome.counts()} (last error: {why['budget']})"
+            f"{planned} calls may fail): stopped, {outcome.counts()} (last error: {why['budget']})"
         )
     return outcome
 

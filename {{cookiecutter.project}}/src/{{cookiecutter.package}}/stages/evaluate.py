@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None, prog: str = "evaluate") -> int:
     check_tag_metrics(config, examples, args.params, args.eval_set)
     outputs = Outputs.of(args)
     shard_file = args.shard_dir / shards.file_name(*shard) if shard else None
+    whole = len(examples) * config.eval.repeats  # the error budget is a share of all shards' calls
     if shard is not None and shard_file is not None:
         examples = [e for e in examples if shards.shard_of(e.id, shard[1]) == shard[0]]
         shard_file.unlink(missing_ok=True)  # a stale shard must not be merged with this run's others
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None, prog: str = "evaluate") -> int:
             outcome = runner.run(
                 tasks, evaluation, None if client is None else client_chat(client, model),
                 concurrency=config.eval.concurrency, max_error_rate=config.eval.max_error_rate,
-                on_result=record, replayed=replayed,
+                on_result=record, replayed=replayed, whole=whole,
             )  # fmt: skip
     if config.eval.cache_url and not args.no_cache:
         push(config.eval.cache_url, cache.segment)  # even after a stop: what finished is not asked again
