@@ -52,6 +52,8 @@ ALERT_METRICS = METRICS | {
     "llm_feedback_total",
 }
 OLDEST_KUBERNETES = "1.30"
+# Applied on demand, not with the app (`kubectl apply -k`): the eval's shards (rendered from params.yaml).
+ON_DEMAND = {"eval-job.yaml"}
 
 # Strict subset of gateway.networking.k8s.io/v1 HTTPRoute (Gateway API v1.x CRD), fields we use.
 _NAME = {"type": "string", "minLength": 1, "maxLength": 253, "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"}
@@ -304,7 +306,7 @@ def test_kustomization_lists_exactly_the_manifests(k8s_dir: Path, manifest_files
     assert kust["kind"] == "Kustomization"
     resources = kust["resources"]
     assert len(resources) == len(set(resources)), "duplicate resource"
-    assert set(resources) == {p.name for p in manifest_files}
+    assert set(resources) == {p.name for p in manifest_files} - ON_DEMAND
     # namespace.yaml first, so `kubectl apply -k` creates the namespace before what lives in it.
     assert resources[0] == "namespace.yaml"
     kubectl = shutil.which("kubectl")
@@ -315,7 +317,7 @@ def test_kustomization_lists_exactly_the_manifests(k8s_dir: Path, manifest_files
         assert out.returncode == 0, out.stderr
         rendered = [d for d in yaml.safe_load_all(out.stdout) if d]
         key = lambda o: (o["kind"], o["metadata"]["name"])
-        assert sorted(map(key, rendered)) == sorted(map(key, objects))
+        assert sorted(map(key, rendered)) == sorted(key(o) for o in objects if o["__file__"] not in ON_DEMAND)
 
 
 def test_no_jinja_in_manifests(k8s_dir: Path):
@@ -374,13 +376,13 @@ def deployments(objects: list[dict]) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def jobs(objects: list[dict]) -> list[dict]:
-    """The rollout's Jobs (load, promotion), as `{metadata, spec}` like a workload's."""
+    """The rollout's Jobs (load, promotion), as `{metadata, spec}` like a workload's, and the eval's."""
     return [
         {"metadata": {"name": m["name"]}, "spec": m["provider"]["job"]["spec"]}
         for t in _of_kind(objects, "AnalysisTemplate")
         for m in t["spec"]["metrics"]
         if "job" in m["provider"]
-    ]
+    ] + _of_kind(objects, "Job")
 
 
 def _containers(pod: dict) -> list[dict]:
@@ -388,7 +390,7 @@ def _containers(pod: dict) -> list[dict]:
 
 
 def test_pod_hardening(deployments: list[dict], jobs: list[dict], objects: list[dict]):
-    assert len(jobs) == 2
+    assert len(jobs) == 3
     for dep in deployments + jobs:
         pod = dep["spec"]["template"]["spec"]
         name = dep["metadata"]["name"]
@@ -419,6 +421,31 @@ def test_pod_hardening(deployments: list[dict], jobs: list[dict], objects: list[
             tmp = [m for m in c["volumeMounts"] if m["mountPath"] == "/tmp"]
             assert len(tmp) == 1, where
             assert "emptyDir" in volumes[tmp[0]["name"]], where
+
+
+def test_eval_job_runs_the_shards_as_an_indexed_job(objects: list[dict], project: Path):
+    """k8s/eval-job.yaml: one pod per shard of params.yaml's eval.shards, its index the shard's,
+    in the app's image; `rollout render` writes it (its --check fails when params.yaml moved on)."""
+    (job,) = _of_kind(objects, "Job")
+    assert job["__file__"] == "eval-job.yaml" and job["apiVersion"] == "batch/v1"
+    spec = job["spec"]
+    shards = yaml.safe_load((project / "params.yaml").read_text())["eval"]["shards"]
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"] == shards
+    assert spec["backoffLimitPerIndex"] >= 1 and spec["maxFailedIndexes"] == 0
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    (ro,) = _of_kind(objects, "Rollout")
+    app_image = ro["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert {c["image"] for c in _containers(pod)} == {app_image}
+    evaluate = next(c for c in pod["initContainers"] if c["args"][0] == "evaluate")
+    args = evaluate["args"]
+    assert args[args.index("--shard") + 1] == f"$(SHARD_INDEX)/{shards}" and "--shard-dir" in args
+    env = {e["name"]: e for e in evaluate["env"]}
+    index = env["SHARD_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert index == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    (upload,) = pod["containers"]
+    assert upload["args"][:2] == ["capture", "ship"]
+    assert spec["template"]["metadata"]["labels"]["role"] == "eval"
 
 
 def test_probes_and_port(deployments: list[dict]):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -45,6 +46,27 @@ def test_render_check_catches_drift_and_render_fixes_it(tmp_path, capsys):
     assert main(argv) == 0 and main([*argv, "--check"]) == 0
     strategy = yaml.safe_load((root / "k8s" / "rollout.yaml").read_text())["spec"]["strategy"]["canary"]
     assert [s["setWeight"] for s in strategy["steps"] if "setWeight" in s] == [5, 100]
+
+
+def test_eval_shards_render_the_indexed_job(tmp_path, capsys):
+    """k8s/eval-job.yaml follows eval.shards and eval.cache_url; `render --check` catches it stale."""
+    root = _copy(tmp_path)
+    params = root / "params.yaml"
+    text = params.read_text()
+    text = re.sub(r"(?m)^  shards: 1 ", "  shards: 4 ", text)
+    text = re.sub(r'(?m)^  cache_url: "" ', '  cache_url: "s3://team-bucket/eval-cache/" ', text)
+    params.write_text(text)
+    argv = ["rollout", "render", "--params", str(params), "--k8s", str(root / "k8s")]
+    assert main([*argv, "--check"]) == 1
+    assert "eval-job.yaml: differs" in capsys.readouterr().out
+    assert main(argv) == 0 and main([*argv, "--check"]) == 0
+    job = yaml.safe_load((root / "k8s" / "eval-job.yaml").read_text())
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 4
+    pod = job["spec"]["template"]["spec"]
+    evaluate = next(c for c in pod["initContainers"] if c["name"] == "evaluate")
+    assert evaluate["args"][evaluate["args"].index("--shard") + 1] == "$(SHARD_INDEX)/4"
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["SHARDS_URL"] == "s3://team-bucket/eval-cache/shards/$(COMMIT)"
 
 
 def test_every_step_is_judged_and_the_alias_moves_last():

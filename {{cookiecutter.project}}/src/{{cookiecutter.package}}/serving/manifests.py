@@ -57,7 +57,17 @@ def metric(check: Check, window: str, prometheus: str) -> dict[str, Any]:
     }
 
 
-def _secret(var: str, key: str) -> dict[str, Any]:
+# As locked down as the app's pods (k8s/rollout.yaml): every Job container rendered here runs so.
+CONTAINER_SECURITY = {
+    "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "readOnlyRootFilesystem": True,
+    "allowPrivilegeEscalation": False, "privileged": False, "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}  # fmt: skip
+POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+                "seccompProfile": {"type": "RuntimeDefault"}}  # fmt: skip
+
+
+def secret(var: str, key: str) -> dict[str, Any]:
     return {"name": var, "valueFrom": {"secretKeyRef": {"name": f"{APP}-secrets", "key": key}}}
 
 
@@ -73,25 +83,15 @@ def _job(name: str, args: list[str], deadline_s: int, secrets: list[dict[str, An
         "args": args,
         "env": env,
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
-        "securityContext": {
-            "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "readOnlyRootFilesystem": True,
-            "allowPrivilegeEscalation": False, "privileged": False, "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": CONTAINER_SECURITY,
         "volumeMounts": [{"name": "tmp", "mountPath": TMP}],
-    }  # fmt: skip
+    }
     pod = {
         "serviceAccountName": APP,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "restartPolicy": "Never",
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 10001,
-            "runAsGroup": 10001,
-            "fsGroup": 10001,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": POD_SECURITY,
         "containers": [container],
         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
     }
@@ -120,13 +120,13 @@ def analysis_templates(settings: Settings) -> list[dict[str, Any]]:
             "--rate", f"{r.load_rate_per_s:g}", "--duration", window,
             f"http://{APP}-canary.{NAMESPACE}", f"http://{APP}-stable.{NAMESPACE}"]  # fmt: skip
     # The service asks callers for a key when serve.api_keys_env names one: the load sends one of them.
-    keys = [_secret(settings.serve.api_keys_env, "api-keys")] if settings.serve.api_keys_env else []
+    keys = [secret(settings.serve.api_keys_env, "api-keys")] if settings.serve.api_keys_env else []
     promote = ["promote", "--params", "/app/params.yaml", "--commit", arg("commit")]
     return [
         _template(f"{APP}-analysis", hashes, [metric(c, window, r.prometheus_url) for c in checks(settings.canary)]),
         _template(f"{APP}-load", [{"name": "image"}], [_job("load", load, seconds(window) + 300, keys)]),
         _template(f"{APP}-promote", [{"name": "image"}, {"name": "commit"}],
-                  [_job("promote", promote, 600, [_secret("MLFLOW_TRACKING_URI", "mlflow-tracking-uri")])]),
+                  [_job("promote", promote, 600, [secret("MLFLOW_TRACKING_URI", "mlflow-tracking-uri")])]),
     ]  # fmt: skip
 
 

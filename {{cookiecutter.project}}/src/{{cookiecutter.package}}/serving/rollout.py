@@ -1,6 +1,7 @@
 """`<project> rollout render|ship|wait`: the in-cluster rollout (Argo Rollouts, see k8s/README.md).
 
-    render [--check]        write k8s/analysis.yaml and the strategy of k8s/rollout.yaml from params.yaml
+    render [--check]        write k8s/analysis.yaml, the strategy of k8s/rollout.yaml and k8s/eval-job.yaml
+                            (the eval's shards as an Indexed Job) from params.yaml
                             (--check: write nothing, exit 1 when they differ from a fresh render)
     ship --image I --commit C   set the Rollout's image and `commit` label: the controller does the rest
     wait [--timeout 2h]     poll the Rollout until the controller decides; exit 0 promoted (Healthy),
@@ -28,7 +29,7 @@ from typing import Any
 from ..errors import UserError, clip
 from ..settings import load as load_settings
 from ..settings import seconds
-from . import manifests
+from . import eval_job, manifests
 
 NAMESPACE, APP = manifests.NAMESPACE, manifests.APP
 PROMOTED, ABORTED, PAUSED, PENDING = "promoted", "aborted", "paused", "pending"
@@ -159,6 +160,7 @@ def render(params: Path, k8s: Path) -> dict[Path, str]:
     return {
         k8s / "analysis.yaml": manifests.render_analysis(settings),
         target: manifests.render_rollout(settings, current, str(target)),
+        k8s / "eval-job.yaml": eval_job.render(settings),
     }
 
 
