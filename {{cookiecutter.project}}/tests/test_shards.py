@@ -192,7 +192,10 @@ def test_the_shared_cache_lets_a_fresh_machine_make_no_calls(project, capsys):
             configure(project, model.base_url, cache_dir=f".cache/machine-{index}", cache_url=str(shared))
             assert evaluate(project / "unused", f"--shard={index}/2", "--shard-dir=shards") == 0
         made = model.calls()
-        assert made > 0 and len(list(shared.glob("*.jsonl"))) == 2  # one object per writer
+        objects = sorted(p.name for p in shared.glob("*.jsonl"))
+        assert made > 0 and len(objects) == 2  # one object per writer
+        # The second machine pulled the first's object, and keeps its own under its shared name.
+        assert sorted(p.name for p in (project / ".cache/machine-1").glob("*.jsonl")) == objects
         # A third machine with an empty local cache: every answer from the shared one.
         configure(project, model.base_url, cache_dir=".cache/machine-2", cache_url=str(shared))
         assert evaluate(project / "third") == 0

@@ -130,7 +130,9 @@ def pull(url: str, root: Path) -> int:
     that cannot be listed is a UserError, before any model call."""
     fs, base = objectstore.open_url(url, needs="fsspec (a dependency of dvc-s3): pip install -e .")
     try:
-        remote = {p: int(fs.size(p)) for p in fs.find(base) if str(p).endswith(SUFFIX)} if fs.exists(base) else {}
+        # Only the files at the top: other things may live below the URL (shard files, say).
+        listing = fs.ls(base, detail=True) if fs.exists(base) else []
+        remote = {e["name"]: int(e["size"]) for e in listing if e["type"] == "file" and e["name"].endswith(SUFFIX)}
     except Exception as exc:  # each fsspec backend raises its own types (botocore's, aiohttp's)
         raise UserError(f"eval.cache_url: cannot list {clip(url, 80)} ({clip(str(exc), 160)})") from None
     got = 0
@@ -144,13 +146,15 @@ def pull(url: str, root: Path) -> int:
 
 
 def push(url: str, segment: Path | None) -> str | None:
-    """Upload this process's own segment under a name no other writer uses; its name there."""
+    """Upload this process's own segment under a name no other writer uses, and take that name
+    here too (so the next `pull` does not download it back); its name."""
     if segment is None or not segment.is_file() or not segment.stat().st_size:
         return None
-    fs, base = objectstore.open_url(url)
+    fs, base = objectstore.open_url(url, needs="fsspec (a dependency of dvc-s3): pip install -e .")
     name = f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}{SUFFIX}"
     try:
         objectstore.put(fs, segment, f"{base}/{name}")
     except Exception as exc:  # as in pull
         raise UserError(f"eval.cache_url: cannot upload to {clip(url, 80)} ({clip(str(exc), 160)})") from None
+    segment.replace(segment.with_name(name))
     return name
