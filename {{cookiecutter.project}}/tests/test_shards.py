@@ -184,6 +184,20 @@ def test_a_bad_shard_spec_is_one_line(project, capsys, spec):
     assert err.count("\n") == 1 and "--shard:" in err, err
 
 
+def test_the_shard_index_may_come_from_the_environment(warm, monkeypatch, capsys):
+    """As in a Kubernetes Indexed Job: I from JOB_COMPLETION_INDEX, N from eval.shards."""
+    root, model = warm
+    configure(root, model.base_url, shards=3)
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "2")
+    assert evaluate(root / "unused", "--shard-index-env=JOB_COMPLETION_INDEX", "--shard-dir=env") == 0
+    assert [p.name for p in (root / "env").iterdir()] == ["shard-2-of-3.jsonl"]
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "3")
+    capsys.readouterr()
+    assert evaluate(root / "unused", "--shard-index-env=JOB_COMPLETION_INDEX") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "must be below 3" in err, err
+
+
 def test_the_shared_cache_lets_a_fresh_machine_make_no_calls(project, capsys):
     shared = project / "shared-cache"
     with FakeModel(golden_answers(project / "eval" / "golden.jsonl")) as model:
