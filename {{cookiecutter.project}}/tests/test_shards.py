@@ -132,6 +132,10 @@ def test_missing_duplicated_foreign_mismatched_and_torn_shards_are_refused(warm,
     shutil.copy(sharded(root, 2) / "shard-0-of-2.jsonl", other_n)
     assert "a shard of" in refusal(root, other_n, capsys)
 
+    beyond = case("beyond")
+    shutil.copy(beyond / "shard-3-of-4.jsonl", beyond / "shard-4-of-4.jsonl")
+    assert "shard-4-of-4.jsonl: not a shard's name" in refusal(root, beyond, capsys)
+
     torn = case("torn")
     shard = torn / "shard-3-of-4.jsonl"
     shard.write_bytes(shard.read_bytes()[:-40])

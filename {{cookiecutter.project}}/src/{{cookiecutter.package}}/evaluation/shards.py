@@ -120,6 +120,8 @@ def collect(directory: Path, expected: Header, order: Sequence[tuple[str, int]])
         if not match:
             continue
         index, shards = int(match[1]), int(match[2])
+        if index >= shards:
+            raise ShardError(f"{path}: not a shard's name (shard-I-of-N.jsonl, I from 0 to N - 1)")
         if count is not None and shards != count[0]:
             raise ShardError(f"{path}: a shard of {shards}, but {count[1]} is one of {count[0]} (a stale run?)")
         count = count or (shards, path)
