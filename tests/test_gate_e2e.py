@@ -167,17 +167,20 @@ def test_unusable_input_exits_2_naming_the_reason(repo: Path, case: str) -> None
 
 
 def test_ci_run_steps_work_in_a_fresh_clone(repo: Path, tmp_path: Path) -> None:
-    """The `checks` and `eval` jobs of a PR from `readme` into main, each on a fresh "runner". The
+    """The `checks`, `plan` and `eval` jobs of a PR from `readme` into main, each on a fresh "runner". The
     `checks` job is the default project's own lint and whole suite (the embedded model's tests
     included, none skipped): the full tier runs that suite here, in a fresh clone."""
     on(repo, "main")
     event = Event("pull_request", "refs/pull/7/merge", base_ref="main")
     outcomes = {}
-    for job_id in ("checks", "eval"):
+    for job_id in ("checks", "plan", "eval"):
         clone = checkout(repo, "readme", tmp_path / job_id / "gate-demo")  # origin is the repository
         store = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / job_id / 'mlflow.db'}"}
         result = run_job(clone, job_id, event, tmp_path / job_id, store)
         outcomes[job_id], logs = result.outcomes, result.logs
+        event.needs[job_id] = result.outputs
+        if job_id == "plan":  # eval.shards 1: no shard job, the eval job evaluates as it always did
+            assert result.outputs == {"shards": "1", "matrix": "[0]"}, result.outputs
         if job_id == "checks":
             suite = logs["Unit tests"]
             assert re.search(r"\d+ passed", suite) and " skipped" not in suite and "failed" not in suite, suite

@@ -178,10 +178,11 @@ def test_no_expressions_inside_run(project: Path) -> None:
 def test_eval_job_runner_follows_the_answer(bake) -> None:
     for answer, expected in RUNNERS.items():
         ci = bake(**RUNNER_ANSWERS[answer]) / ".github" / "workflows" / "ci.yml"
-        assert load(ci)["jobs"]["eval"]["runs-on"] == expected, answer
+        jobs = load(ci)["jobs"]
+        assert jobs["eval"]["runs-on"] == jobs["shard"]["runs-on"] == expected, answer
         assert "# eval_runner" in ci.read_text()
-        # Only the eval job moves to the GPU runner.
-        others = {j: job["runs-on"] for j, job in load(ci)["jobs"].items() if j != "eval"}
+        # Only the jobs that call the model move to the GPU runner.
+        others = {j: job["runs-on"] for j, job in jobs.items() if j not in ("eval", "shard")}
         assert set(map(str, others.values())) == {"ubuntu-latest"}, others
 
 
@@ -217,6 +218,29 @@ def test_eval_job_contract(default_project: Path) -> None:
     report = jobs["report"]
     assert report["needs"] in ("eval", ["eval"])
     assert "always()" in report["if"] and "pull_request" in report["if"]
+
+
+def test_sharded_eval_contract(default_project: Path) -> None:
+    """eval.shards > 1: a matrix of shard jobs from the plan job's output, merged and gated by the
+    eval job (which runs whatever the shards' result, so a missing shard is reported, not hidden);
+    with 1 shard the shard job is skipped and the eval job evaluates as it always did."""
+    jobs = load(default_project / ".github" / "workflows" / "ci.yml")["jobs"]
+    plan, shard, ev = jobs["plan"], jobs["shard"], jobs["eval"]
+    assert plan["permissions"] == {"contents": "read"} and set(plan["outputs"]) == {"shards", "matrix"}
+    assert "github.event.pull_request.head.repo.full_name == github.repository" in plan["if"]
+    assert shard["needs"] == "plan" and shard["if"] == "needs.plan.outputs.shards != '1'"
+    assert shard["strategy"]["matrix"]["shard"] == "${{ fromJSON(needs.plan.outputs.matrix) }}"
+    assert shard["strategy"]["fail-fast"] is False
+    run = next(s for s in steps(shard) if "make evaluate-shard" in s.get("run", ""))
+    assert run["env"]["SHARD"] == "${{ matrix.shard }}" and "secrets.MODEL_API_KEY" in run["env"]["MODEL_API_KEY"]
+    upload = next(s for s in steps(shard) if s.get("uses", "").startswith("actions/upload-artifact@"))
+    assert upload["with"]["name"] == "eval-shard-${{ matrix.shard }}"
+    assert ev["needs"] == ["plan", "shard"]
+    assert "!cancelled()" in ev["if"] and "needs.plan.result == 'success'" in ev["if"]
+    (evaluate,) = [s for s in steps(ev) if s.get("id") == "evaluate"]
+    assert "make evaluate\n" in evaluate["run"] and "make merge-shards" in evaluate["run"]
+    download = next(s for s in steps(ev) if s.get("uses", "").startswith("actions/download-artifact@"))
+    assert download["with"]["pattern"] == "eval-shard-*" and download["if"] == "needs.plan.outputs.shards != '1'"
 
 
 def test_deploy_job_contract(default_project: Path) -> None:
@@ -348,3 +372,12 @@ def test_gate_runs_after_the_pipeline_and_its_report_is_what_gets_posted(default
     assert report in upload["with"]["path"].split()
     script = steps(jobs["report"])[-1]["with"]["script"]
     assert f"'{Path(report).name}'" in script
+
+
+def test_shard_targets_evaluate_as_the_dvc_stage_does(default_project: Path) -> None:
+    """`make evaluate-shard` / `merge-shards` pass the evaluate stage's own paths: a path changed in
+    dvc.yaml alone would merge into files the gate and dvc.lock never look at."""
+    stage = yaml.safe_load((default_project / "dvc.yaml").read_text())["stages"]["evaluate"]
+    args = stage["cmd"][0].split(" evaluate ", 1)[1].split()
+    found = re.search(r"^EVAL_ARGS := (.*)$", (default_project / "Makefile").read_text(), re.MULTILINE)
+    assert found and found.group(1).split() == args

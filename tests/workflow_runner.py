@@ -1,7 +1,8 @@
 """Run a baked project's GitHub workflow jobs here: each `run:` step, in order, as GitHub's bash does.
 
 `uses:` steps are skipped (they install tools or talk to GitHub), except upload-artifact and
-download-artifact, which copy to and from a directory a test gives (what one job hands the next);
+download-artifact, which copy to and from a directory a test gives (what one job hands the next;
+a matrix job's values are `Event.matrix`, its list `matrix_values`);
 `make setup*` links the shared venv instead of installing it. Expressions and `if:` conditions are
 evaluated for one `Event` (a pull request, a push to main, a schedule, a dispatch): a step's `if:`
 must be one this module knows, so a new condition in a workflow is taught here before a test relies
@@ -49,6 +50,7 @@ class Event:
     secrets: dict[str, str] = field(default_factory=dict)
     vars: dict[str, str] = field(default_factory=dict)
     needs: dict[str, dict[str, str]] = field(default_factory=dict)  # job -> the outputs of that job's run
+    matrix: dict[str, str] = field(default_factory=dict)  # this job's matrix values (one shard: {"shard": "1"})
 
     @property
     def on_main(self) -> bool:
@@ -63,6 +65,7 @@ class Event:
             "github.repository": "team/llm-app",
             "github.token": "ghs_stub-token-of-this-run",
             f"contains(github.event.pull_request.labels.*.name, '{APPROVAL}')": str(APPROVAL in self.labels).lower(),
+            **{f"matrix.{k}": v for k, v in self.matrix.items()},
             **(context or {}),
         }
         if text in known:
@@ -111,6 +114,8 @@ CONDITIONS: dict[str, Condition] = {
     "${{ !cancelled() && (success() || steps.evaluate.outcome == 'failure' || steps.release-check.outcome == 'failure') }}": (
         lambda ev, o: _all_good(o) or "failure" in (o.get("evaluate"), o.get("release-check"))
     ),
+    "always()": lambda ev, o: True,
+    "needs.plan.outputs.shards != '1'": lambda ev, o: _all_good(o) and ev.needs["plan"]["shards"] != "1",
     "vars.EKS_CLUSTER != ''": lambda ev, o: _all_good(o) and bool(ev.vars.get("EKS_CLUSTER")),
     "vars.CAPTURE_URL != ''": lambda ev, o: _all_good(o) and bool(ev.vars.get("CAPTURE_URL")),
     "vars.AWS_DEPLOY_ROLE_ARN != '' && vars.IMAGE_REPO != ''": (
@@ -164,14 +169,32 @@ def read_outputs(path: Path) -> dict[str, str]:
 ARTIFACT_ACTIONS = ("actions/upload-artifact", "actions/download-artifact")
 
 
-def _artifact(step: dict, event: Event, context: Mapping[str, str], artifacts: Path) -> None:
-    """upload-artifact / download-artifact as a copy to / from `artifacts/<name>`."""
+def _artifact(step: dict, event: Event, context: Mapping[str, str], artifacts: Path, clone: Path) -> bool:
+    """upload-artifact / download-artifact as a copy to / from `artifacts/<name>`; paths are relative
+    to the checkout, as on a runner. An upload of several paths (one a line) keeps the files that
+    exist, each at its path; a download by `pattern` merges every match (`merge-multiple`) and fails
+    when none matches. False when the step failed."""
     action = step["uses"].split("@")[0]
     options = {k: expand(v, event, context) for k, v in step.get("with", {}).items()}
-    stored, path = artifacts / options["name"], Path(options["path"])
+    if "pattern" in options:
+        assert options.get("merge-multiple") == "True", f"{action}: a pattern without merge-multiple"
+        found = sorted(artifacts.glob(options["pattern"]))
+        for stored in found:
+            shutil.copytree(stored, clone / options["path"], dirs_exist_ok=True)
+        return bool(found)
+    stored, paths = artifacts / options["name"], options["path"].split()
+    if len(paths) > 1:
+        assert action == "actions/upload-artifact", f"{action}: several paths"
+        for name in paths:
+            if (clone / name).is_file():
+                (stored / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(clone / name, stored / name)
+        return True
+    path = clone / paths[0]
     source, dest = (path, stored) if action == "actions/upload-artifact" else (stored, path)
     assert source.is_dir() and any(source.iterdir()), f"{action}: nothing at {source}"
     shutil.copytree(source, dest, dirs_exist_ok=True)
+    return True
 
 
 def run_job(
@@ -205,9 +228,13 @@ def run_job(
         else:
             pytest.fail(f"{job_id}: the smoke run does not know the condition {condition!r}")
         if "run" not in step:
-            if runs and artifacts is not None:
-                _artifact(step, event, result.context(tmp), artifacts)
-            result.outcomes[name] = result.conclusions[name] = "success" if runs else "skipped"
+            if not runs:
+                result.outcomes[name] = result.conclusions[name] = "skipped"
+                continue
+            assert artifacts is not None
+            done = _artifact(step, event, result.context(tmp), artifacts, clone)
+            result.outcomes[name] = "success" if done else "failure"
+            result.conclusions[name] = "success" if done or step.get("continue-on-error") else "failure"
             continue
         if not runs:
             result.outcomes[name] = result.conclusions[name] = "skipped"
@@ -241,6 +268,16 @@ def run_job(
     context = result.context(tmp)
     result.outputs = {k: expand(v, event, context) for k, v in job.get("outputs", {}).items()}
     return result
+
+
+def matrix_values(job: dict, key: str, event: Event) -> list[str]:
+    """The values of a job's `strategy.matrix.<key>`: a list, or `${{ fromJSON(needs.J.outputs.O) }}`."""
+    value = job["strategy"]["matrix"][key]
+    if isinstance(value, str):
+        inner = re.fullmatch(r"\$\{\{\s*fromJSON\((.*)\)\s*\}\}", value)
+        assert inner, f"the smoke run does not know the matrix {value!r}: teach tests/workflow_runner.py"
+        value = json.loads(event.expression(inner[1]))
+    return [str(v) for v in value]
 
 
 GH = """#!{python}
