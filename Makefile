@@ -70,7 +70,7 @@ lint: setup ## ruff and mypy on the template's tooling (tests, benchmarks, hooks
 	$(PY) -m ruff format --check tests benchmarks
 	$(PY) -m mypy
 
-bench: setup ## the benchmarks: start-up, eval harness (vs promptfoo when PROMPTFOO=path), embedded model, register, service, capture, drift
+bench: setup ## the benchmarks: start-up, eval harness (vs promptfoo when PROMPTFOO=path), embedded model, register, service, capture, drift, shards
 	$(PY) benchmarks/bench_startup.py
 	$(PY) benchmarks/bench_eval.py
 	$(PY) benchmarks/bench_embedded.py
@@ -78,6 +78,7 @@ bench: setup ## the benchmarks: start-up, eval harness (vs promptfoo when PROMPT
 	$(PY) benchmarks/bench_server.py
 	$(PY) benchmarks/bench_capture.py
 	$(PY) benchmarks/bench_drift.py
+	$(PY) benchmarks/bench_shards.py
 
 bench-cold: setup ## a fresh machine's `make demo` (empty caches), ours and the compiled runtime it replaced (~12 min)
 	$(PY) benchmarks/bench_cold_start.py

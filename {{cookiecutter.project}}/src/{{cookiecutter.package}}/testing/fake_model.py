@@ -228,8 +228,12 @@ class FakeModel:
         hang_s: float = 5.0,
         port: int = 0,
         fingerprint: str = "fake-1",
+        slots: int = 0,
     ) -> None:
         self.answer = answer
+        # At most `slots` calls answered at once (0: no limit), as an inference server's batch: the
+        # others wait for one, so a replica's throughput is slots / latency (bench_shards.py).
+        self._slots = threading.BoundedSemaphore(slots) if slots else contextlib.nullcontext()
         self.fingerprint = fingerprint
         self.latency_s = latency_s
         self.error_every = error_every
@@ -311,7 +315,8 @@ class FakeModel:
         if kind == "hang":
             self._closing.wait(self.hang_s)
         elif self.latency_s:
-            time.sleep(self.latency_s)
+            with self._slots:
+                time.sleep(self.latency_s)
         if kind == "badjson":
             return 200, {}, b'{"choices": [{"message": {"content": "trunc'
         if kind == "nochoices":
