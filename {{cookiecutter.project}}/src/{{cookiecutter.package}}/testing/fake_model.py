@@ -340,6 +340,10 @@ class FakeModel:
 class _Server(ThreadingHTTPServer):
     """Remembers its open connections, so that stopping cuts the keep-alive ones as a dead host would."""
 
+    # A real server's listen backlog (uvicorn's is 2048), not socketserver's 5: a burst of new
+    # connections (4 shards x 8 at once) would otherwise wait out a 1 s SYN retry.
+    request_queue_size = 128
+
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self._connections: set[Any] = set()
