@@ -12,6 +12,7 @@ names it, so prompt changes really flip examples.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -149,6 +150,11 @@ def ci(world, job: str, event: Event, ref: str, check: bool = False, **env: str)
     tmp = world.root / f"run-{world.runs}-{job}"
     clone = checkout(world.remote, ref, tmp / NAME)
     extra = {"PATH": f"{world.bin}:{project_env(clone)['PATH']}", "CALLS": str(world.calls)}
+    if job == "eval":  # the eval job needs the plan job's outputs: plan runs on a runner of its own
+        if not getattr(world, "plan", None):  # once: no commit here changes eval.shards
+            planner = checkout(world.remote, ref, tmp / "plan" / NAME)
+            world.plan = run_job(planner, "plan", event, tmp / "plan", {**extra, **env}).outputs
+        event = dataclasses.replace(event, needs={**event.needs, "plan": world.plan})
     return run_job(clone, job, event, tmp, {**extra, **env}, check=check), clone
 
 
