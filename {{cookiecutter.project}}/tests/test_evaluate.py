@@ -53,8 +53,14 @@ def evaluate(root, *args, **popen):
     env = {**os.environ, KEY_ENV: SENTINEL}
     cmd = [sys.executable, "-m", PACKAGE, "evaluate", "--eval-set", "eval/golden.jsonl", *args]
     if popen:
-        return subprocess.Popen(cmd, cwd=root, env=env, **popen)
+        # Ctrl-C as a terminal sends it: a runner that started the suite in the background hands its
+        # children SIGINT ignored (POSIX), and Python then installs no KeyboardInterrupt handler.
+        return subprocess.Popen(cmd, cwd=root, env=env, preexec_fn=_default_sigint, **popen)
     return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=120)
+
+
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def results(root):
