@@ -63,6 +63,8 @@ DEFAULT_FILES = {
         "production/drift/verdict.py",
         "stages/__init__.py", "stages/evaluate.py", "stages/merge.py", "stages/plots.py",
         "stages/preprocess.py", "stages/register.py",
+        "viewer/__init__.py", "viewer/assets.py", "viewer/charts.py", "viewer/eval_page.py", "viewer/gate_page.py",
+        "viewer/page.py",
         "testing/__init__.py", "testing/fake_model.py", "testing/prompt_checks.py", "testing/toy.py",
     )),
     "tests/alerts/daily_test.yaml", "tests/alerts/prometheusrule_test.yaml", "tests/test_alerts.py",
@@ -73,6 +75,7 @@ DEFAULT_FILES = {
     "tests/test_prompts.py", "tests/test_properties_cli.py", "tests/test_registry.py", "tests/test_rollout.py", "tests/test_runner.py", "tests/test_scorers.py",
     "tests/test_properties_server.py", "tests/test_server.py", "tests/test_server_limits.py", "tests/test_settings.py", "tests/test_shipping.py",
     "tests/test_harvest.py", "tests/test_capture.py", "tests/test_drift.py", "tests/test_shards.py",
+    "tests/test_viewer.py",
 }  # fmt: skip
 # The example app (example_app=support-bot): its code, prompts, data and tests, pruned with it.
 SUPPORT_BOT_FILES = {
@@ -229,10 +232,11 @@ def test_secrets_and_local_reports_are_never_committed(bake):
     def ignored(path: str) -> bool:
         return subprocess.run(["git", "check-ignore", "-q", path], cwd=project, check=False).returncode == 0
 
-    local = (".env", "data/raw/.env", "eval/gate.md", ".cache/gate.log", ".cache/eval/x.jsonl", "mlflow.db",
+    local = (".env", "data/raw/.env", "eval/gate.md", "eval/gate.html", ".cache/gate.log", ".cache/eval/x.jsonl", "mlflow.db",
              ".hypothesis/examples")  # fmt: skip
     assert [p for p in local if not ignored(p)] == []
-    reviewed = ("eval/report.md", "eval/metrics.json", "eval/results.jsonl", "eval/catalogue.json", ".env.example")
+    reviewed = ("eval/report.md", "eval/report.html", "eval/metrics.json", "eval/results.jsonl", "eval/catalogue.json")
+    reviewed += (".env.example",)
     assert [p for p in (*reviewed, "eval/plots/tags.json", "models/version.json") if ignored(p)] == []
     assert ".env" in (project / ".dvcignore").read_text().splitlines()
     assert "**/.env" in (project / ".dockerignore").read_text().splitlines()

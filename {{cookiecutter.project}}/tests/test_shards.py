@@ -13,7 +13,14 @@ from {{ cookiecutter.package }}.cli import main as cli
 from {{ cookiecutter.package }}.evaluation.shards import shard_of
 from {{ cookiecutter.package }}.testing.fake_model import FakeModel, golden_answers
 
-OUTPUTS = ("metrics.json", "catalogue.json", "results.jsonl", "report.md")
+# Each output file and the option that names it.
+OUTPUTS = {
+    "metrics.json": "metrics",
+    "catalogue.json": "catalogue",
+    "results.jsonl": "results",
+    "report.md": "report",
+    "report.html": "html",
+}
 
 
 def configure(root: Path, url: str, **eval_keys: object) -> None:
@@ -41,12 +48,12 @@ def failing_and_erroring(root: Path) -> None:
 
 
 def evaluate(out: Path, *args: str) -> int:
-    paths = [f"--{name.split('.')[0]}={out / name}" for name in OUTPUTS]
+    paths = [f"--{option}={out / name}" for name, option in OUTPUTS.items()]
     return cli(["evaluate", "--eval-set", "eval/golden.jsonl", *paths, *args])
 
 
 def merge(out: Path, shard_dir: Path) -> int:
-    paths = [f"--{name.split('.')[0]}={out / name}" for name in OUTPUTS]
+    paths = [f"--{option}={out / name}" for name, option in OUTPUTS.items()]
     return cli(["merge", "--shard-dir", str(shard_dir), "--eval-set", "eval/golden.jsonl", *paths])
 
 

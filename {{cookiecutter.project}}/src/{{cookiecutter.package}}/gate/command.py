@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from .. import settings as settings_mod
+from ..viewer import gate_page
 from . import inputs, report, verdict
 
 
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None, prog: str = "gate") -> int:
     parser.add_argument("--results", type=Path, default=Path("eval/results.jsonl"))
     parser.add_argument("--golden", type=Path, default=Path("eval/golden.jsonl"))
     parser.add_argument("--report", type=Path, default=Path("eval/gate.md"))
+    parser.add_argument("--html", type=Path, default=Path("eval/gate.html"), help="the report as a web page")
     parser.add_argument("--policy-from", help="revision whose params.yaml bars judge (default: --base)")
     parser.add_argument(
         "--policy-approved", action="store_true", default=approved_by_env(),
@@ -44,15 +46,22 @@ def main(argv: list[str] | None = None, prog: str = "gate") -> int:
     except inputs.GateInputError as exc:
         print(f"{prog}: unusable input: {exc}", file=sys.stderr)
         publish(report.render_unusable(args.base, str(exc)), args.report)
+        write_page(gate_page.render_unusable(args.base, str(exc)), args.html)
         return 2
     text = report.render(result, loaded, args.policy_from)
     publish(text, args.report)
+    write_page(gate_page.render(result, loaded, args.policy_from), args.html)
     print(text)
     return 1 if result.failed else 0
 
 
 def approved_by_env() -> bool:
     return os.environ.get("GATE_POLICY_APPROVED", "").strip().lower() in ("1", "true", "yes")
+
+
+def write_page(text: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
 
 
 def publish(text: str, path: Path) -> None:

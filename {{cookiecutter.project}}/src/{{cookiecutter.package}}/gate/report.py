@@ -12,8 +12,10 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..evaluation.catalogue import tag_of
 from ..evaluation.metrics import is_number
 from ..evaluation.results import Result
+from ..viewer.charts import mermaid_bars
 from .inputs import GateInputs
 from .verdict import APPROVAL_LABEL, GateResult
 
@@ -178,12 +180,31 @@ def policy_section(result: GateResult, policy_ref: str) -> list[str]:
     return [*lines, ""]
 
 
+def tag_rates(result: GateResult) -> tuple[list[str], list[float | None], list[float | None]]:
+    """Per-tag pass rates, base and head, from the verdicts (what `dvc metrics diff` gave)."""
+    found = sorted((tag, v) for v in result.verdicts if (tag := tag_of(v.metric)) is not None)
+    return (
+        [t for t, _ in found],
+        [v.old if is_number(v.old) else None for _, v in found],
+        [v.new if is_number(v.new) else None for _, v in found],
+    )
+
+
+def tag_chart(result: GateResult) -> list[str]:
+    """Per-tag pass rates base vs head as a chart GitHub draws in the comment (the numbers are in
+    the metrics table above it, for readers the chart does not reach)."""
+    labels, old, new = tag_rates(result)
+    if not labels:
+        return []
+    return [mermaid_bars("Pass rate per tag", labels, [("base", old), ("head", new)]), ""]
+
+
 def render(result: GateResult, inputs: GateInputs, policy_ref: str | None = None) -> str:
     """The whole Markdown report: policy changes, regressions, the paired statistics, the examples."""
     alpha = inputs.policy.gate.alpha
     verdicts = sorted(result.verdicts, key=lambda v: ORDER[v.status])
     lines = [title(result.status, inputs.base), "", *policy_section(result, policy_ref or inputs.base)]
-    lines += [*metrics_table(verdicts), ""]
+    lines += [*metrics_table(verdicts), "", *tag_chart(result)]
     if result.paired:
         lines += [*paired_table(list(result.paired.values()), alpha), ""]
     overall = result.paired.get("pass_rate")

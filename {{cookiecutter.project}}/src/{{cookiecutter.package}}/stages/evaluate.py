@@ -19,7 +19,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from ..errors import UserError, quote
 from ..evaluation import catalogue, golden, metrics, report, runner, shards
 from ..evaluation.cache import ResponseCache, pull, push
 from ..evaluation.results import Result, dumps
+from ..viewer import eval_page
 
 
 def check_tag_metrics(
@@ -56,6 +57,7 @@ class Outputs:
     catalogue: Path
     results: Path
     report: Path
+    html: Path  # the viewer's page (viewer/eval_page.py)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -63,10 +65,11 @@ class Outputs:
         parser.add_argument("--catalogue", type=Path, default=Path("eval/catalogue.json"))
         parser.add_argument("--results", type=Path, default=Path("eval/results.jsonl"))
         parser.add_argument("--report", type=Path, default=Path("eval/report.md"))
+        parser.add_argument("--html", type=Path, default=Path("eval/report.html"), help="the report as a web page")
 
     @classmethod
     def of(cls, args: argparse.Namespace) -> Outputs:
-        return cls(args.metrics, args.catalogue, args.results, args.report)
+        return cls(args.metrics, args.catalogue, args.results, args.report, args.html)
 
 
 def write_outputs(
@@ -75,11 +78,13 @@ def write_outputs(
     prompts: Mapping[str, Prompt],
     outputs: Outputs,
     stopped: str | None = None,
+    examples: Sequence[golden.Example] = (),
 ) -> tuple[dict[str, float | int], list[metrics.Miss]]:
-    """results.jsonl, metrics.json, catalogue.json and report.md from results in plan order: the
-    one function a single run and a merge of shards both write with, so they write the same bytes.
+    """results.jsonl, metrics.json, catalogue.json, report.md and report.html (with `examples`'
+    inputs and expectations) from results in plan order: the one function a single run and a merge
+    of shards both write with, so they write the same bytes.
     `stopped` (why a run ended early): no metrics or catalogue, and the report says why."""
-    for path in (outputs.metrics, outputs.catalogue, outputs.results, outputs.report):
+    for path in (outputs.metrics, outputs.catalogue, outputs.results, outputs.report, outputs.html):
         path.parent.mkdir(parents=True, exist_ok=True)
     outputs.results.write_text(dumps(results))
     model = config.model
@@ -98,6 +103,12 @@ def write_outputs(
     outputs.report.write_text(
         report.render(values, results, missed=missed, prompt_versions=versions, model=model.name, aborted=stopped)
     )
+    thresholds = config.thresholds
+    page = eval_page.render(
+        values, results, examples, prompts, minimum=thresholds.min, maximum=thresholds.max, missed=missed,
+        model=model.name, aborted=stopped,
+    )  # fmt: skip
+    outputs.html.write_text(page)
     return values, missed
 
 
@@ -217,7 +228,7 @@ def main(argv: list[str] | None = None, prog: str = "evaluate") -> int:
     if shard is not None:
         print(f"shard {shard[0]} of {shard[1]}: {outcome.counts()} ({made}); no shard file written")
     else:
-        values, missed = write_outputs(outcome.results, config, prompts, outputs, stopped)
+        values, missed = write_outputs(outcome.results, config, prompts, outputs, stopped, examples)
         if stopped:
             print(f"{outcome.counts()} ({made}); no metrics written")
         else:

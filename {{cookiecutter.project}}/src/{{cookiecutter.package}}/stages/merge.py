@@ -4,7 +4,7 @@ Every shard is checked against this checkout's eval set, prompts and params (its
 every result against the eval set's tasks (evaluation/shards.py): a missing, duplicated, foreign,
 mismatched or torn shard is one line naming the file, exit 2, and nothing is written. The results
 are put back in the single run's order and written by the single run's own `write_outputs`, so
-results.jsonl, metrics.json (intervals computed over the whole), catalogue.json and report.md are
+results.jsonl, metrics.json (intervals computed over the whole), catalogue.json, report.md and report.html are
 the bytes a single run with the same answers writes. After it, in a DVC project: `dvc commit -f
 evaluate` records these outputs for the stage, as `dvc repro` would have.
 """
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None, prog: str = "merge") -> int:
             f"{args.shard_dir}: {errors} of {len(results)} calls errored, above "
             f"eval.max_error_rate={config.eval.max_error_rate}: no metrics written"
         )
-    values, missed = write_outputs(results, config, prompts, Outputs.of(args))
+    values, missed = write_outputs(results, config, prompts, Outputs.of(args), examples=examples)
     cached = sum(r.cached for r in results)
     print(summary(values, f"merged from {args.shard_dir}, {cached} cached"))
     for item in missed:
