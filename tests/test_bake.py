@@ -50,7 +50,7 @@ DEFAULT_FILES = {
         "evaluation/metrics.py", "evaluation/report.py", "evaluation/results.py", "evaluation/runner.py",
         "evaluation/scorers.py", "evaluation/shards.py", "evaluation/stats.py",
         "gate/__init__.py", "gate/command.py", "gate/inputs.py", "gate/paired.py", "gate/policy.py",
-        "gate/report.py", "gate/verdict.py",
+        "gate/plan.py", "gate/power.py", "gate/report.py", "gate/verdict.py",
         "registry/__init__.py", "registry/faults.py", "registry/lifecycle.py", "registry/pyfunc.py",
         "registry/release.py", "registry/store.py", "registry/versions.py",
         "serving/__init__.py", "serving/admission.py", "serving/analysis.py", "serving/asgi.py", "serving/canary.py",
@@ -74,7 +74,7 @@ DEFAULT_FILES = {
     "tests/test_envfile.py", "tests/test_evaluate.py", "tests/test_gate.py", "tests/test_golden.py", "tests/test_observability.py",
     "tests/test_prompts.py", "tests/test_properties_cli.py", "tests/test_registry.py", "tests/test_rollout.py", "tests/test_runner.py", "tests/test_scorers.py",
     "tests/test_properties_server.py", "tests/test_server.py", "tests/test_server_limits.py", "tests/test_settings.py", "tests/test_shipping.py",
-    "tests/test_harvest.py", "tests/test_capture.py", "tests/test_drift.py", "tests/test_shards.py",
+    "tests/test_harvest.py", "tests/test_capture.py", "tests/test_drift.py", "tests/test_shards.py", "tests/test_power.py",
     "tests/test_viewer.py",
 }  # fmt: skip
 # The example app (example_app=support-bot): its code, prompts, data and tests, pruned with it.

@@ -32,7 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "promote": ("registry.lifecycle", "MLflow: move the `champion` alias to the `candidate` version"),
     "rollback": ("registry.lifecycle", "MLflow: move the `champion` alias back to the previous champion"),
     "release": ("registry.release", "`release resolve --commit SHA`: the version a deploy of that commit ships"),
-    "gate": ("gate.command", "PR gate: compare eval metrics with a base revision (dvc metrics diff)"),
+    "gate": (
+        "gate.command",
+        "PR gate: compare eval metrics with a base revision; `gate plan`: the drop the golden set detects",
+    ),
     "serve": ("serving.server", "HTTP service: the app's flows, /healthz, /readyz, /metrics (needs the `serve` extra)"),
     "canary": ("serving.canary", "`canary analyze`: is the canary worse than stable? (exit 0 promote, 1 rollback)"),
     "rollout": ("serving.rollout", "the in-cluster rollout: `render` k8s/ from params.yaml, `ship` an image, `wait`"),

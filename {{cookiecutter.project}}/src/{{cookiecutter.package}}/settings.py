@@ -180,6 +180,7 @@ class GateSettings:
     max_drop: Annotated[float, SHARE] = (
         0.10  # net share of examples flipping to failing that fails even when not significant
     )
+    detect: Annotated[float, OPEN_SHARE] = 0.10  # the pass-rate drop the golden set should detect (gate/power.py)
 
 
 @dataclass(frozen=True)

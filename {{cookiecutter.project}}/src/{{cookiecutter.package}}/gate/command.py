@@ -23,6 +23,10 @@ from . import inputs, report, verdict
 
 
 def main(argv: list[str] | None = None, prog: str = "gate") -> int:
+    if argv and argv[0] == "plan":  # `gate plan`: the golden set's power, no base needed
+        from . import plan
+
+        return plan.main(argv[1:], prog=f"{prog} plan")
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, help="git revision to compare with (e.g. main, origin/main)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))

@@ -9,6 +9,7 @@ output or user data is truncated and escaped: a `|` would break the table, a `<`
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from ..evaluation.metrics import is_number
 from ..evaluation.results import Result
 from ..viewer.charts import mermaid_bars
 from .inputs import GateInputs
+from .power import MAX_EXAMPLES, TARGET, Power
 from .verdict import APPROVAL_LABEL, GateResult
 
 ORDER = {"regression": 0, "warn": 1, "ok": 2, "new": 3, "info": 4}
@@ -146,6 +148,39 @@ def flaky_list(paired: Any) -> list[str]:
     ]
 
 
+def points(share: float) -> str:
+    """A pass-rate drop in percentage points, rounded up: the figure never claims more than it can."""
+    return f"{math.ceil(share * 100 - 1e-9):g} pts"
+
+
+def power_line(power: Power) -> str:
+    """The PR comment's one line: the smallest drop this golden set detects."""
+    level = f"{TARGET:.0%} power, α = {power.alpha:g}"
+    if power.detectable_drop is None:
+        return f"This golden set detects no pass-rate drop ({level}): {power.examples} paired examples are too few."
+    return f"This golden set detects drops ≥ {points(power.detectable_drop)} ({level})."
+
+
+def power_section(power: Power, heading: bool = True) -> list[str]:
+    """What the paired test can detect here, and the golden set that would detect `gate.detect`."""
+    needed = power.examples_needed
+    if needed is None:
+        size = f"more than {MAX_EXAMPLES:,} golden examples: lower the churn first (a deterministic model, repeats)"
+    else:
+        more = "this set has enough" if needed <= power.answered else f"{needed - power.answered} more than this set"
+        size = f"about {needed} golden examples ({more})"
+    lines = ["### Power", ""] if heading else []
+    lines += [
+        power_line(power),
+        "",
+        f"- paired examples: {power.examples} of {power.answered} answered (pass rate {power.pass_rate:.3f}; "
+        f"flaky, left out: {power.flaky_share:.1%})",
+        f"- churn: {power.churn:.3f} of the examples flip at random, half each way ({cell(power.churn_source, 200)})",
+        f"- to detect a drop of {points(power.detect)} (`gate.detect`) with {TARGET:.0%} power: {size}",
+    ]
+    return [*lines, ""]
+
+
 def render_unusable(base: str, reason: str) -> str:
     return f"{title('unusable', base)}\n\n{cell(reason, 2000)}\n\nExit 2: fix the input and re-run `make gate`.\n"
 
@@ -203,10 +238,13 @@ def render(result: GateResult, inputs: GateInputs, policy_ref: str | None = None
     """The whole Markdown report: policy changes, regressions, the paired statistics, the examples."""
     alpha = inputs.policy.gate.alpha
     verdicts = sorted(result.verdicts, key=lambda v: ORDER[v.status])
-    lines = [title(result.status, inputs.base), "", *policy_section(result, policy_ref or inputs.base)]
+    lines = [title(result.status, inputs.base), ""]
+    lines += [power_line(result.power), ""] if result.power is not None else []
+    lines += policy_section(result, policy_ref or inputs.base)
     lines += [*metrics_table(verdicts), "", *tag_chart(result)]
     if result.paired:
         lines += [*paired_table(list(result.paired.values()), alpha), ""]
+    lines += power_section(result.power) if result.power is not None else []
     overall = result.paired.get("pass_rate")
     if overall is not None:
         old, new = first_repeat(inputs.base_results or ()), first_repeat(inputs.head_results)

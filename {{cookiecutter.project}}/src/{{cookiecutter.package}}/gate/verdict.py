@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 from .. import settings as settings_mod
 from ..evaluation.catalogue import HIGHER, LOWER
-from ..evaluation.metrics import missed_thresholds
-from . import paired, policy
+from ..evaluation.metrics import is_number, missed_thresholds
+from . import paired, policy, power
 from .inputs import GateInputError, GateInputs, check_head
 
 APPROVAL_LABEL = "gate-policy-approved"
@@ -42,6 +42,7 @@ class GateResult:
     paired: dict[str, paired.Paired] = field(default_factory=dict)
     changes: policy.PolicyChanges = field(default_factory=policy.PolicyChanges)
     approved: bool = False
+    power: power.Power | None = None  # what the paired test can detect on this golden set
 
     @property
     def failed(self) -> bool:
@@ -62,6 +63,18 @@ def pairs(inputs: GateInputs, gate: settings_mod.GateSettings) -> dict[str, pair
     return {m.name: paired.compare(inputs.base_results, inputs.head_results, m) for m in metrics}
 
 
+def reach(inputs: GateInputs, result: GateResult, gate: settings_mod.GateSettings) -> power.Power | None:
+    """The paired test's power on pass_rate: from this comparison, else from the head's results alone."""
+    metric = inputs.catalogue.get("pass_rate")
+    if metric is None or metric.verdict is None:
+        return None
+    compared = result.paired.get("pass_rate")
+    if compared is None:
+        return power.of_results(inputs.head_results, metric, gate.alpha, gate.detect)
+    rate = inputs.head_metrics.get("pass_rate")
+    return power.of_comparison(compared, rate if is_number(rate) else 0.0, gate.alpha, gate.detect)
+
+
 def judge(inputs: GateInputs, approved: bool = False) -> GateResult:
     """The policy changes, a verdict per metric, then the absolute thresholds; regressions fail."""
     gate, thresholds = inputs.policy.gate, inputs.policy.thresholds
@@ -73,6 +86,7 @@ def judge(inputs: GateInputs, approved: bool = False) -> GateResult:
     check_head(inputs.head_metrics, gate.required, "the head's metrics")
     changes = policy.compare(inputs.policy, inputs.head_policy or inputs.policy, inputs.base_golden, inputs.golden)
     result = GateResult(notes=list(inputs.notes), paired=pairs(inputs, gate) or {}, changes=changes, approved=approved)
+    result.power = reach(inputs, result, gate)
     if changes.need_approval:
         what = [f"{len(changes.loosened)} loosened bar(s)"] if changes.loosened else []
         what += [f"{len(changes.removed)} golden example(s) removed"] if changes.removed else []
