@@ -47,14 +47,16 @@ $(VENV)-%/.installed: pyproject.toml Makefile $(VENV)/.installed
 
 setup-pythons: $(foreach v,$(PYTHONS),$(VENV)-$(v)/.installed) ## a venv for each other python_version choice (the full tier uses them)
 
-# Programs the tests run for real: Prometheus and promtool (alert rules, the canary's PromQL), from
-# Debian's package. Installed when missing and apt-get can (root); otherwise one line saying how.
-tools: ## Debian's prometheus (server + promtool) for the tests, when missing
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null && exit 0; \
+# Programs the tests run for real: Prometheus and promtool (alert rules, the canary's PromQL), and
+# Chromium (the HTML reports in tests/test_viewer.py, through Playwright), from Debian's packages.
+# Installed when missing and apt-get can (root); otherwise one line saying how.
+TOOLS := prometheus chromium
+tools: ## Debian's prometheus (server + promtool) and chromium for the tests, when missing
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v chromium >/dev/null && exit 0; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get install -y -q --no-install-recommends prometheus >/dev/null \
-		|| { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null; }; \
-	else echo "make: the tests need Prometheus and promtool: sudo apt-get install --no-install-recommends prometheus" >&2; exit 2; fi
+		apt-get install -y -q --no-install-recommends $(TOOLS) >/dev/null \
+		|| { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $(TOOLS) >/dev/null; }; \
+	else echo "make: the tests need Prometheus, promtool and Chromium: sudo apt-get install --no-install-recommends $(TOOLS)" >&2; exit 2; fi
 
 demo: setup ## the main job: bake the default project into build/ and run its pipeline on the embedded model
 	$(PY) -m tests.bakery demo build
@@ -70,7 +72,7 @@ lint: setup ## ruff and mypy on the template's tooling (tests, benchmarks, hooks
 	$(PY) -m ruff format --check tests benchmarks
 	$(PY) -m mypy
 
-bench: setup ## the benchmarks: start-up, eval harness (vs promptfoo when PROMPTFOO=path), embedded model, register, service, capture, drift, shards
+bench: setup tools ## the benchmarks: start-up, eval harness (vs promptfoo when PROMPTFOO=path), embedded model, register, service, capture, drift, shards, the HTML viewer
 	$(PY) benchmarks/bench_startup.py
 	$(PY) benchmarks/bench_eval.py
 	$(PY) benchmarks/bench_embedded.py
@@ -79,6 +81,7 @@ bench: setup ## the benchmarks: start-up, eval harness (vs promptfoo when PROMPT
 	$(PY) benchmarks/bench_capture.py
 	$(PY) benchmarks/bench_drift.py
 	$(PY) benchmarks/bench_shards.py
+	$(PY) benchmarks/bench_viewer.py
 
 bench-cold: setup ## a fresh machine's `make demo` (empty caches), ours and the compiled runtime it replaced (~12 min)
 	$(PY) benchmarks/bench_cold_start.py

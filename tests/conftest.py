@@ -73,9 +73,9 @@ def combo_id(answers: dict[str, str]) -> str:
 
 
 # Modules whose tests share an expensive module fixture (a pipeline run on the embedded model, a
-# repository with branches): xdist must send each whole to one worker, or every worker builds it.
+# repository with branches, a browser): xdist must send each whole to one worker, or every worker builds it.
 SHARED_FIXTURE_MODULES = {
-    f"tests/{name}.py" for name in ("test_main_job", "test_gate_e2e", "test_pipeline", "test_mlflow")
+    f"tests/{name}.py" for name in ("test_main_job", "test_gate_e2e", "test_pipeline", "test_mlflow", "test_viewer")
 }
 
 
