@@ -33,6 +33,7 @@ ONLY_FOR = {
         "prompts/extract_order.yaml",
         "prompts/answer_policy.yaml",
         "data/policies.yaml",
+        "eval/judge_labels.jsonl",
     ],
     ("example_app", "none"): [
         "prompts/sentiment.yaml",

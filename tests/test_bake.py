@@ -36,6 +36,7 @@ DEFAULT_FILES = {
     ".python-version", "Makefile", "README.md", "dvc.yaml", "params.yaml", "pyproject.toml",
     ".dockerignore", "Dockerfile",
     "data/raw/README.md", "data/processed/.gitignore", "models/README.md", "eval/golden.jsonl",
+    "eval/judge_calibration.json",
     "docs/runbooks/alerting.md", "docs/runbooks/production-loop.md", "docs/runbooks/incident.md", "docs/runbooks/rollback.md",
     "k8s/README.md", "k8s/analysis.yaml", "k8s/configmap.yaml", "k8s/eval-job.yaml", "k8s/rollout.yaml",
     "k8s/httproute.yaml", "k8s/kustomization.yaml", "k8s/namespace.yaml", "k8s/networkpolicy.yaml",
@@ -51,6 +52,8 @@ DEFAULT_FILES = {
         "evaluation/scorers.py", "evaluation/shards.py", "evaluation/stats.py",
         "gate/__init__.py", "gate/command.py", "gate/inputs.py", "gate/paired.py", "gate/policy.py",
         "gate/plan.py", "gate/power.py", "gate/report.py", "gate/verdict.py",
+        "judge/__init__.py", "judge/calibration.py", "judge/command.py", "judge/kappa.py", "judge/rubric.py",
+        "judge/summary.py",
         "registry/__init__.py", "registry/faults.py", "registry/lifecycle.py", "registry/pyfunc.py",
         "registry/release.py", "registry/store.py", "registry/versions.py",
         "serving/__init__.py", "serving/admission.py", "serving/analysis.py", "serving/asgi.py", "serving/canary.py",
@@ -65,7 +68,7 @@ DEFAULT_FILES = {
         "stages/preprocess.py", "stages/register.py",
         "viewer/__init__.py", "viewer/assets.py", "viewer/charts.py", "viewer/eval_page.py", "viewer/gate_page.py",
         "viewer/page.py",
-        "testing/__init__.py", "testing/fake_model.py", "testing/prompt_checks.py", "testing/toy.py",
+        "testing/__init__.py", "testing/fake_judge.py", "testing/fake_model.py", "testing/prompt_checks.py", "testing/toy.py",
     )),
     "tests/alerts/daily_test.yaml", "tests/alerts/prometheusrule_test.yaml", "tests/test_alerts.py",
     "tests/conftest.py", "tests/live_server.py", "tests/pipeline_outputs.py", "tests/test_architecture.py",
@@ -74,12 +77,12 @@ DEFAULT_FILES = {
     "tests/test_envfile.py", "tests/test_evaluate.py", "tests/test_gate.py", "tests/test_golden.py", "tests/test_observability.py",
     "tests/test_prompts.py", "tests/test_properties_cli.py", "tests/test_registry.py", "tests/test_rollout.py", "tests/test_runner.py", "tests/test_scorers.py",
     "tests/test_properties_server.py", "tests/test_server.py", "tests/test_server_limits.py", "tests/test_settings.py", "tests/test_shipping.py",
-    "tests/test_harvest.py", "tests/test_capture.py", "tests/test_drift.py", "tests/test_shards.py", "tests/test_power.py",
+    "tests/test_harvest.py", "tests/test_capture.py", "tests/test_drift.py", "tests/test_shards.py", "tests/test_judge.py", "tests/test_power.py",
     "tests/test_viewer.py",
 }  # fmt: skip
 # The example app (example_app=support-bot): its code, prompts, data and tests, pruned with it.
 SUPPORT_BOT_FILES = {
-    "data/policies.yaml", "prompts/answer_policy.yaml", "prompts/classify_intent.yaml", "prompts/extract_order.yaml",
+    "data/policies.yaml", "eval/judge_labels.jsonl", "prompts/answer_policy.yaml", "prompts/classify_intent.yaml", "prompts/extract_order.yaml",
     f"src/{PACKAGE}/support/__init__.py", f"src/{PACKAGE}/support/flow.py", f"src/{PACKAGE}/support/policies.py",
     "tests/support/support_fakes.py", "tests/support/test_support_app.py", "tests/support/test_support_embedded.py",
 }  # fmt: skip

@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "promote": ("registry.lifecycle", "MLflow: move the `champion` alias to the `candidate` version"),
     "rollback": ("registry.lifecycle", "MLflow: move the `champion` alias back to the previous champion"),
     "release": ("registry.release", "`release resolve --commit SHA`: the version a deploy of that commit ships"),
+    "judge": ("judge.command", "`judge calibrate`: the LLM judge vs human labels (Cohen's kappa); what may gate"),
     "gate": (
         "gate.command",
         "PR gate: compare eval metrics with a base revision; `gate plan`: the drop the golden set detects",

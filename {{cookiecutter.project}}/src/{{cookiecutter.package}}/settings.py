@@ -87,6 +87,9 @@ def _metric(name: str) -> str | None:
 
     if known_name(name, SCORERS):
         return None
+    if name.startswith("judge_rate"):
+        # An uncalibrated judge must never gate: its verdicts reach the bars through pass_rate, once calibrated.
+        return "the LLM judge's verdicts gate through pass_rate once calibrated (`judge calibrate`), never alone"
     names = sorted(FIXED_NAMES | {m.name for s in SCORERS for m in scorer_metrics(s, "")})
     close = difflib.get_close_matches(name, names, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
@@ -132,6 +135,62 @@ class ModelSettings:
                 "(export it or put it in .env, see .env.example; in CI, a secret; never in params.yaml)"
             )
         return key
+
+
+def _judge_url(value: str) -> str | None:
+    if value == "":
+        return None
+    if value == EMBEDDED:
+        return "must be the http(s) URL of an OpenAI-compatible judge endpoint, or empty (no judge)"
+    return _base_url(value)
+
+
+KAPPA = _check(lambda v: -1 <= v <= 1, "must be between -1 and 1 (Cohen's kappa)")
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    """The LLM judge (judge/): off while `base_url` is empty. Its verdicts count towards an answer's
+    pass only for a rubric version whose calibration (`judge calibrate`) reached `min_kappa`."""
+
+    base_url: Annotated[str, _judge_url] = ""  # an OpenAI-compatible URL; "" = no judge
+    name: str = ""  # the judge model (part of every rubric version)
+    api_key_env: Annotated[str, _env_name] = ""  # name of the env var that holds its key; "" = no key
+    temperature: Annotated[float, NOT_NEGATIVE] = 0.0
+    max_tokens: Annotated[int, AT_LEAST_1] = 256
+    input_usd_per_1m_tokens: Annotated[float, NOT_NEGATIVE] = 0.0
+    output_usd_per_1m_tokens: Annotated[float, NOT_NEGATIVE] = 0.0
+    min_kappa: Annotated[float, KAPPA] = 0.6  # Cohen's kappa with the human labels a rubric needs to gate
+    labels: Annotated[str, NOT_EMPTY] = "eval/judge_labels.jsonl"  # human verdicts `judge calibrate` reads
+    calibration: Annotated[str, NOT_EMPTY] = "eval/judge_calibration.json"  # what it writes (committed)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.base_url)
+
+    def problems(self) -> Iterator[tuple[tuple[str, ...], str]]:
+        if self.base_url and not self.name.strip():
+            yield ("name",), "must name the judge model when judge.base_url is set"
+
+    def api_key(self) -> str | None:
+        """The judge's key from the env var named in params; a clear error when it is named but unset."""
+        if not self.api_key_env:
+            return None
+        key = os.environ.get(self.api_key_env, "")
+        if not key:
+            raise SettingsError(
+                f"judge.api_key_env: environment variable {self.api_key_env} is not set or empty "
+                "(export it or put it in .env; in CI, a secret; never in params.yaml)"
+            )
+        return key
+
+    def as_model(self) -> ModelSettings:
+        """The judge as a model endpoint, for the one client and cache every call goes through."""
+        return ModelSettings(
+            base_url=self.base_url, name=self.name, api_key_env=self.api_key_env, temperature=self.temperature,
+            max_tokens=self.max_tokens, input_usd_per_1m_tokens=self.input_usd_per_1m_tokens,
+            output_usd_per_1m_tokens=self.output_usd_per_1m_tokens,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -324,6 +383,7 @@ class Settings:
     capture: CaptureSettings = field(default_factory=CaptureSettings)
     drift: DriftSettings = field(default_factory=DriftSettings)
     harvest: HarvestSettings = field(default_factory=HarvestSettings)
+    judge: JudgeSettings = field(default_factory=JudgeSettings)
 
     def problems(self) -> Iterator[tuple[tuple[str, ...], str]]:
         # The rollout's load Job must give each track the analysis' minimum sample at every step.

@@ -40,6 +40,7 @@ class Prompt:
     output_schema: Mapping[str, Any] | None
     examples: tuple[Mapping[str, Any], ...]
     source: str
+    judge: str = ""  # the LLM judge's rubric for its answers; not sent to the model, so not in `version`
 
     @functools.cached_property
     def version(self) -> str:
@@ -238,6 +239,7 @@ def load_all(prompts_dir: Path = PROMPTS_DIR) -> dict[str, Prompt]:
             output_schema=data.get("output_schema"),
             examples=tuple(data.get("examples", [])),
             source=str(path),
+            judge=data.get("judge", ""),
         )
     return prompts
 

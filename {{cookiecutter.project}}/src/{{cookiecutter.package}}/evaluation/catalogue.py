@@ -46,6 +46,10 @@ FIXED: tuple[Metric, ...] = (
     Metric("tokens_in", LOWER, "prompt tokens over all answered calls"),
     Metric("tokens_out", LOWER, "completion tokens over all answered calls"),
     Metric("cost_usd", LOWER, "tokens priced at model.*_usd_per_1m_tokens"),
+    # Only when an LLM judge is configured (params.yaml `judge`); its verdicts are `judge_rate`.
+    Metric("judge_error_rate", LOWER, "share of judged answers with no usable verdict (transport, refusal, bad JSON)"),
+    Metric("judge_tokens", LOWER, "the judge's prompt and completion tokens (not in tokens_in/tokens_out)"),
+    Metric("judge_cost_usd", LOWER, "the judge's tokens priced at judge.*_usd_per_1m_tokens (not in cost_usd)"),
 )
 FIXED_NAMES = frozenset(m.name for m in FIXED)
 

@@ -46,6 +46,8 @@ EXAMPLE_SCHEMA: dict[str, Any] = {
         "max_latency_ms": {"type": "number", "exclusiveMinimum": 0},
         "tags": {"type": "array", "items": {"type": "string"}},
         "todo": {"type": "string"},
+        # A rubric for the LLM judge (judge/rubric.py), in place of the prompt file's `judge`.
+        "judge": {"type": "string", "pattern": "\\S"},
         # Where a harvested candidate came from (production/harvest.py): for the person labelling it,
         # never an expectation (a user's correction is a suggestion, not a verdict).
         "harvest": {"type": "object"},

@@ -41,7 +41,9 @@ def _rate(name: str, passes: int, total: int) -> dict[str, float]:
     return {name: passes / total if total else 0.0, f"{name}_ci_low": low, f"{name}_ci_high": high}
 
 
-def compute(results: Sequence[Result], prices: Mapping[str, float]) -> dict[str, float | int]:
+def compute(
+    results: Sequence[Result], prices: Mapping[str, float], judge_prices: Mapping[str, float] | None = None
+) -> dict[str, float | int]:
     answered = [r for r in results if r.passed is not None]
     errors = len(results) - len(answered)
     metrics: dict[str, float | int] = {
@@ -69,6 +71,7 @@ def compute(results: Sequence[Result], prices: Mapping[str, float]) -> dict[str,
     metrics["cost_usd"] = round(
         tokens_in * prices.get("input", 0.0) / 1e6 + tokens_out * prices.get("output", 0.0) / 1e6, 6
     )
+    metrics.update(judge_metrics(results, judge_prices or {}))
     by_tag: dict[str, list[bool]] = defaultdict(list)
     for result in answered:
         for tag in result.tags:
@@ -78,13 +81,32 @@ def compute(results: Sequence[Result], prices: Mapping[str, float]) -> dict[str,
     return metrics
 
 
+def judge_metrics(results: Sequence[Result], prices: Mapping[str, float]) -> dict[str, float | int]:
+    """The LLM judge's own costs and failures, apart from the app's (none when nothing was judged;
+    its verdicts are the scorer `judge`, so `judge_rate`)."""
+    judged = [r.judge for r in results if r.judge is not None]
+    if not judged:
+        return {}
+    tokens_in = sum(int(j.get("tokens_in", 0)) for j in judged)
+    tokens_out = sum(int(j.get("tokens_out", 0)) for j in judged)
+    return {
+        "judge_error_rate": sum(j.get("error") is not None for j in judged) / len(judged),
+        "judge_tokens": tokens_in + tokens_out,
+        "judge_cost_usd": round(
+            tokens_in * prices.get("input", 0.0) / 1e6 + tokens_out * prices.get("output", 0.0) / 1e6, 6
+        ),
+    }
+
+
 def catalogue_of(metrics: Mapping[str, Any], results: Sequence[Result]) -> dict[str, catalogue.Metric]:
     """The catalogue entry of every metric `compute` returned for `results`."""
+    from ..judge.rubric import CHECKS as JUDGE_CHECKS
     from .scorers import CHECKS
 
     used = {name for r in results for name in r.scores}
     tags = {tag for r in results for tag in r.tags}
-    return catalogue.build(metrics, {s: CHECKS.get(s, s) for s in sorted(used)}, tags)
+    checks = {**CHECKS, "judge": JUDGE_CHECKS}
+    return catalogue.build(metrics, {s: checks.get(s, s) for s in sorted(used)}, tags)
 
 
 def is_number(value: Any) -> TypeGuard[int | float]:

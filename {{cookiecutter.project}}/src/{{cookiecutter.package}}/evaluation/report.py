@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..judge import summary as judge_summary
 from .metrics import per_example
 from .results import Result
 
@@ -47,6 +48,8 @@ def render(
     lines += ["", "| prompt | version |", "| --- | --- |"]
     lines += [f"| {pid} | `{version}` |" for pid, version in sorted(prompt_versions.items())]
     lines += ["", "Each metric's meaning and direction: `eval/catalogue.json`."]
+    judged = judge_summary.lines(results)
+    lines += ["", *judged[:-1]] if judged else []
     flaky = {i: e for i, e in per_example(results).items() if e["flaky"]}
     if flaky:
         lines += ["", f"## Flaky examples: repeats disagree ({len(flaky)})", "", "| id | pass rate | answered |"]

@@ -34,10 +34,14 @@ class Result:
     cached: bool = False
     tags: list[str] = field(default_factory=list)
     provider: str = ""  # who answered: the response's model and system_fingerprint (app/client.Completion)
+    # The LLM judge's call, when the example was judged (judge/rubric.Assessment.record): its rubric
+    # version, whether it gates, its error and tokens. The verdict itself is `scores["judge"]`.
+    judge: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         # A shallow dict, not dataclasses.asdict: asdict deep-copies every score (~1 ms a result).
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        # No `judge` key when there is no judge: a project without one writes what it always wrote.
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "judge" or self.judge is not None}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Result:
@@ -75,6 +79,8 @@ def parse(text: str, source: str) -> list[Result]:
             raise ResultsError(f"{source}:{number}: `repeat` must be an integer and `passed` true/false/null")
         if not isinstance(data.get("scores", {}), dict) or not isinstance(data.get("tags", []), list):
             raise ResultsError(f"{source}:{number}: `scores` must be an object and `tags` a list")
+        if not isinstance(data.get("judge", {}), dict | None):
+            raise ResultsError(f"{source}:{number}: `judge` must be an object or null")
         # Files written before flows existed name the prompt (`prompt`, `prompt_version`).
         data.setdefault("target", data.get("prompt", ""))
         data.setdefault("version", data.get("prompt_version", ""))

@@ -30,6 +30,7 @@ from ..app.client import AuthenticationError, Completion, ModelError
 from ..app.contract import App, run_flow
 from ..app.prompts import Prompt
 from ..app.runtime import Caller, Chat
+from ..judge.rubric import Assessment, Judge, is_verdict
 from . import scorers
 from .cache import ResponseCache, cache_key
 from .golden import Example
@@ -69,13 +70,23 @@ class CacheMiss(Exception):
 
 
 class CachedChat:
-    """A task's chat through the response cache. `chat=None` replays only: a miss raises CacheMiss."""
+    """A task's chat through the response cache. `chat=None` replays only: a miss raises CacheMiss.
+    `usable`: which answers count as answers (the judge's: a verdict); any other is an error, so it
+    is neither cached nor replayed, like every error."""
 
-    def __init__(self, cache: ResponseCache, keying: Keying, repeat: int, chat: Chat | None = None) -> None:
+    def __init__(
+        self,
+        cache: ResponseCache,
+        keying: Keying,
+        repeat: int,
+        chat: Chat | None = None,
+        usable: Callable[[str], bool] | None = None,
+    ) -> None:
         self.cache = cache
         self.keying = keying
         self.repeat = repeat
         self.chat = chat
+        self.usable = usable
         self.made = 0  # calls that reached the model
 
     def __call__(self, messages: Sequence[Mapping[str, str]], schema: Mapping[str, Any] | None) -> Completion:
@@ -88,12 +99,14 @@ class CachedChat:
             repeat=self.repeat,
         )
         hit = _completion(self.cache.get(key))
-        if hit is not None:
+        if hit is not None and (self.usable is None or self.usable(hit.text)):
             return hit
         if self.chat is None:
             raise CacheMiss(key)
         completion = self.chat(messages, schema)
         self.made += 1
+        if self.usable is not None and not self.usable(completion.text):
+            return completion
         entry = {
             k: getattr(completion, k) for k in ("text", "tokens_in", "tokens_out", "latency_ms", "model", "fingerprint")
         }
@@ -148,7 +161,16 @@ def target_versions(prompts: Mapping[str, Prompt], app: App) -> dict[str, str]:
     return {**versions, **{f"flow:{name}": flows for name in app.flows}}
 
 
-def judge(task: Task, version: str, solution: Solution | None, error: ModelError | None, cached: bool) -> Result:
+def judge(
+    task: Task,
+    version: str,
+    solution: Solution | None,
+    error: ModelError | None,
+    cached: bool,
+    assessment: Assessment | None = None,
+) -> Result:
+    """The task's Result: its scores, and the LLM judge's verdict (`assessment`) when it was judged,
+    which counts towards `passed` only for a calibrated rubric."""
     example = task.example
     base: dict[str, Any] = dict(
         id=example.id, repeat=task.repeat, target=example.target, version=version, tags=list(example.tags),
@@ -167,15 +189,22 @@ def judge(task: Task, version: str, solution: Solution | None, error: ModelError
     )
     names = scorers.applicable(example.expectations, solution.output_schema)
     scores = scorers.score_all(sample, names)
+    passed = all(s.passed for s in scores.values())
+    shown = {n: {"passed": s.passed, "value": s.value, "detail": s.detail} for n, s in scores.items()}
+    verdict = assessment.verdict if assessment is not None else None
+    if assessment is not None and verdict is not None:
+        shown["judge"] = {"passed": verdict.passed, "value": verdict.score, "detail": verdict.reason}
+        passed = passed and (verdict.passed or not assessment.gating)
     return Result(
         **base,
         output=solution.output,
-        passed=all(s.passed for s in scores.values()),
-        scores={n: {"passed": s.passed, "value": s.value, "detail": s.detail} for n, s in scores.items()},
+        passed=passed,
+        scores=shown,
         latency_ms=round(latency_ms, 3),
         tokens_in=sum(c.tokens_in for c in solution.completions),
         tokens_out=sum(c.tokens_out for c in solution.completions),
         provider=providers(solution.completions),
+        judge=assessment.record() if assessment is not None else None,
     )
 
 
@@ -244,9 +273,25 @@ class Evaluation:
     cache: ResponseCache
     keying: Keying
     versions: Mapping[str, str] = field(default_factory=dict)  # target -> version (results carry it)
+    judge: Judge | None = None  # the LLM judge, when params.yaml configures one
+    judge_keying: Keying | None = None  # its calls' cache keys (its own endpoint and model)
 
     def version(self, task: Task) -> str:
         return self.versions.get(task.example.target, "")
+
+    def assess(self, task: Task, solution: Solution, chat: CachedChat | None) -> Assessment | None:
+        """The judge's verdict on a task's answer, through the cache (`chat`, keyed as the judge);
+        None when there is no judge or no rubric for the example."""
+        rubric = self.judge.rubric(task.example) if self.judge is not None else None
+        if self.judge is None or rubric is None or chat is None:
+            return None
+        return self.judge.assess(chat, rubric, task.example.input, solution.output)
+
+    def judge_chat(self, chat: Chat | None) -> CachedChat | None:
+        # One verdict per distinct answer: repeats that answer alike share it (the key holds the answer).
+        if self.judge_keying is None:
+            return None
+        return CachedChat(self.cache, self.judge_keying, 0, chat, usable=is_verdict)
 
 
 def replay(tasks: Sequence[Task], evaluation: Evaluation) -> tuple[list[Result], list[Task]]:
@@ -255,10 +300,11 @@ def replay(tasks: Sequence[Task], evaluation: Evaluation) -> tuple[list[Result],
     for task in tasks:
         try:
             solution = evaluation.solver(task, CachedChat(evaluation.cache, evaluation.keying, task.repeat))
+            assessment = evaluation.assess(task, solution, evaluation.judge_chat(None))
         except CacheMiss:
             todo.append(task)
             continue
-        done.append(judge(task, evaluation.version(task), solution, None, cached=True))
+        done.append(judge(task, evaluation.version(task), solution, None, cached=True, assessment=assessment))
     return done, todo
 
 
@@ -272,6 +318,7 @@ def run(
     on_result: Callable[[Result], None] | None = None,
     replayed: tuple[list[Result], list[Task]] | None = None,
     whole: int | None = None,
+    judge_chat: Chat | None = None,
 ) -> Outcome:
     """Every task judged: those the cache answers first, the rest on `concurrency` worker threads
     calling `chat` (None when `replayed`, the caller's own `replay`, left nothing to run).
@@ -281,6 +328,8 @@ def run(
     for a whole read timeout). Every success is in the cache before it is reported. `whole`: the
     tasks of the whole evaluation when these are one shard of it - the error budget is a share of
     those (a shard stops once its errors alone sink the whole; the merge judges the rest).
+    `judge_chat`: the LLM judge's endpoint, when the evaluation has a judge. Its errors are the
+    verdict's, never the answer's: they do not count towards the error budget.
     """
     outcome = Outcome(results=[], planned=len(tasks))
     progress = Progress(len(tasks))
@@ -336,8 +385,11 @@ def run(
                 finished.put(exc)
                 continue
             try:
-                result = judge(task, evaluation.version(task), solution, None, cached=cached_chat.made == 0)
-                finished.put((result, int(cached_chat.made > 0)))
+                judge_chat_ = evaluation.judge_chat(judge_chat)
+                assessment = evaluation.assess(task, solution, judge_chat_)
+                made = cached_chat.made + (judge_chat_.made if judge_chat_ is not None else 0)
+                result = judge(task, evaluation.version(task), solution, None, made == 0, assessment)
+                finished.put((result, int(made > 0)))
             except BaseException as exc:  # a worker that dies silently would leave the main thread waiting
                 finished.put(exc)
 

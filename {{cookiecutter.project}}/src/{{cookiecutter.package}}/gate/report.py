@@ -16,6 +16,7 @@ from typing import Any
 from ..evaluation.catalogue import tag_of
 from ..evaluation.metrics import is_number
 from ..evaluation.results import Result
+from ..judge import summary as judge_summary
 from ..viewer.charts import mermaid_bars
 from .inputs import GateInputs
 from .power import MAX_EXAMPLES, TARGET, Power
@@ -251,5 +252,6 @@ def render(result: GateResult, inputs: GateInputs, policy_ref: str | None = None
         lines += examples_table("Flipped pass → fail", overall.pass_to_fail, inputs.golden, old, new)
         lines += examples_table("Flipped fail → pass", overall.fail_to_pass, inputs.golden, old, new)
         lines += flaky_list(overall)
+    lines += judge_summary.lines(inputs.head_results, "###")
     lines += [f"- {note}" for note in result.notes]
     return "\n".join(lines).rstrip() + "\n"

@@ -31,6 +31,8 @@ from ..errors import UserError, quote
 from ..evaluation import catalogue, golden, metrics, report, runner, shards
 from ..evaluation.cache import ResponseCache, pull, push
 from ..evaluation.results import Result, dumps
+from ..judge.command import keying as judge_keying
+from ..judge.command import setup as judge_setup
 from ..viewer import eval_page
 
 
@@ -89,7 +91,9 @@ def write_outputs(
     outputs.results.write_text(dumps(results))
     model = config.model
     prices = {"input": model.input_usd_per_1m_tokens, "output": model.output_usd_per_1m_tokens}
-    values = metrics.compute(results, prices)
+    judge = config.judge
+    judge_prices = {"input": judge.input_usd_per_1m_tokens, "output": judge.output_usd_per_1m_tokens}
+    values = metrics.compute(results, prices, judge_prices)
     missed = metrics.missed_thresholds(values, config.thresholds.min, config.thresholds.max)
     if stopped:
         # Numbers from part of the golden set must not pass for a result (nor the catalogue of
@@ -183,11 +187,15 @@ def main(argv: list[str] | None = None, prog: str = "evaluate") -> int:
     if config.eval.cache_url and not args.no_cache:
         pulled = pull(config.eval.cache_url, cache.root)  # an unreachable URL fails here, before any call
         print(f"{pulled} cache segment(s) from {config.eval.cache_url}")
+    judge = judge_setup(config, prompts, args.params.parent)
+    judge_model = config.judge.as_model()
     evaluation = runner.Evaluation(
         solver=runner.app_solver(prompts, app, data),
         cache=cache,
         keying=runner.Keying(endpoint_identity(model), model.name, sampling(model)),
         versions=runner.target_versions(prompts, app),
+        judge=judge,
+        judge_keying=judge_keying(config.judge) if judge else None,
     )
     tasks = runner.plan(examples, config.eval.repeats)
 
@@ -204,11 +212,16 @@ def main(argv: list[str] | None = None, prog: str = "evaluate") -> int:
         replayed = runner.replay(tasks, evaluation)
         # Everything cached: no model server, no HTTP client (a re-run must be instant).
         nothing_left = not replayed[1]
-        with contextlib.nullcontext() if nothing_left else connect(model, config.eval) as client:
+        judging = judge is not None and not nothing_left
+        with (
+            contextlib.nullcontext() if nothing_left else connect(model, config.eval) as client,
+            connect(judge_model, config.eval) if judging else contextlib.nullcontext() as judge_client,
+        ):
             outcome = runner.run(
                 tasks, evaluation, None if client is None else client_chat(client, model),
                 concurrency=config.eval.concurrency, max_error_rate=config.eval.max_error_rate,
                 on_result=record, replayed=replayed, whole=whole,
+                judge_chat=None if judge_client is None else client_chat(judge_client, judge_model),
             )  # fmt: skip
     if config.eval.cache_url and not args.no_cache:
         push(config.eval.cache_url, cache.segment)  # even after a stop: what finished is not asked again

@@ -1,7 +1,7 @@
 """The fake OpenAI-compatible model server on 127.0.0.1 that every test and benchmark talks to.
 
 They reach it over real HTTP, through our real client. WHAT it answers is a pure function of the
-request, an "answerer" (`Request -> reply text`):
+request, an "answerer" (`Request -> reply text`, or None for a refusal: content null):
 
     echo                        the last user message without fault markers (the default)
     golden_answers(golden, ...) the golden set's right answers (or chosen wrong ones), for any app,
@@ -81,7 +81,7 @@ class Request:
         return [str(v) for v in prop.get("enum", [])]
 
 
-Answerer = Callable[[Request], str]
+Answerer = Callable[[Request], str | None]  # None: a refusal (content null)
 
 
 # -- answerers -------------------------------------------------------------------------------------
@@ -325,12 +325,15 @@ class FakeModel:
             return 200, {}, b"[" * 100_000 + b"]" * 100_000
         text = self.answer(request)
         words = sum(len(str(m.get("content", "")).split()) for m in request.messages)
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if text is None:
+            message["refusal"] = "I can't help with that."
         payload = {
             "object": "chat.completion",
             "model": body.get("model", "fake"),
             "system_fingerprint": self.fingerprint,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": words, "completion_tokens": len(text.split()), "total_tokens": words},
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": words, "completion_tokens": len((text or "").split()), "total_tokens": words},
         }
         if kind == "badusage":
             payload["usage"] = {"prompt_tokens": "many", "completion_tokens": float("inf"), "total_tokens": -1}
