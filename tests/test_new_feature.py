@@ -169,7 +169,9 @@ def test_a_new_feature_needs_no_framework_file(endpoint, tmp_path):
 
     # Nothing of the framework was touched: only the files that describe the feature.
     outputs = {"dvc.lock", "data/processed/manifest.json", "models/version.json"}
-    outputs |= {f"eval/{name}" for name in ("metrics.json", "catalogue.json", "results.jsonl", "report.md")}
+    outputs |= {
+        f"eval/{name}" for name in ("metrics.json", "catalogue.json", "results.jsonl", "report.md", "report.html")
+    }
     outputs |= {"eval/plots/latency.json", "eval/plots/tags.json"}
     touched = set(git(project, "diff", "--no-renames", "--name-only", baked, "HEAD").split()) - outputs
     assert touched == {

@@ -79,7 +79,7 @@ def test_repro_registers_a_candidate_with_its_run_prompts_and_lineage(pipeline):
     assert run_.data.params["prompt.classify_intent"] == record["prompts"]["classify_intent"]
     assert run_.data.params["model.temperature"] == "0.0"
     eval_artifacts = {Path(a.path).name for a in mlflow.list_artifacts(run_.info.run_id, "eval")}
-    assert eval_artifacts == {"metrics.json", "catalogue.json", "results.jsonl", "report.md"}
+    assert eval_artifacts == {"metrics.json", "catalogue.json", "results.jsonl", "report.md", "report.html"}
     prompt_files = {Path(a.path).name for a in mlflow.list_artifacts(run_.info.run_id, "app_version/prompts")}
     assert {"classify_intent.yaml", "extract_order.yaml", "answer_policy.yaml"} <= prompt_files
     for prompt_id, content_hash in record["prompts"].items():

@@ -23,7 +23,7 @@ from tests.workflow_runner import Event, checkout, matrix_values, run_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.long]
 GIT = ["git", "-c", "user.name=shard test", "-c", "user.email=shard@test.invalid"]
-OUTPUTS = ("metrics.json", "catalogue.json", "results.jsonl", "report.md")
+OUTPUTS = ("metrics.json", "catalogue.json", "results.jsonl", "report.md", "report.html")
 
 
 def commit(project: Path, message: str) -> None:
@@ -73,14 +73,14 @@ def test_sharded_pr_merges_what_one_run_writes_and_gates_it(ready, tmp_path: Pat
         assert gate.startswith("## ✅ Gate passed (base `origin/main`)"), gate
         assert "is stale" not in gate
         stored = artifacts / "eval-results" / "eval"
-        assert sorted(p.name for p in stored.iterdir()) == sorted((*OUTPUTS, "gate.md"))
+        assert sorted(p.name for p in stored.iterdir()) == sorted((*OUTPUTS, "gate.md", "gate.html"))
 
         # One run of the whole set (another runner, answering from the shared cache): the same files.
         single = checkout(project, "sharded", tmp_path / "single" / "shard-demo")
         link_venv(single)
         run(single, "make", "--no-print-directory", "evaluate")
         assert model.calls() - calls_before == shard_calls, "the single run missed the shared cache"
-    for name in ("metrics.json", "catalogue.json", "report.md"):
+    for name in ("metrics.json", "catalogue.json", "report.md", "report.html"):
         assert (merged / "eval" / name).read_bytes() == (single / "eval" / name).read_bytes(), name
     # results.jsonl: the same lines in the same order; only `cached` tells where each answer came
     # from (the shards asked the model, the single run read their answers from the shared cache).

@@ -372,6 +372,15 @@ def test_gate_runs_after_the_pipeline_and_its_report_is_what_gets_posted(default
     assert report in upload["with"]["path"].split()
     script = steps(jobs["report"])[-1]["with"]["script"]
     assert f"'{Path(report).name}'" in script
+    # Both HTML pages are in the artifact, and the comment links to it (its URL through env, not run:).
+    makefile = (default_project / "Makefile").read_text()
+    pages = [m.group(1) for m in re.finditer(r"--html (\S+)", makefile)]
+    assert sorted(pages) == ["eval/gate.html", "eval/report.html"]
+    assert set(pages) <= set(upload["with"]["path"].split())
+    assert jobs["eval"]["outputs"]["artifact-url"] == f"${{{{ steps.{upload['id']}.outputs.artifact-url }}}}"
+    post = steps(jobs["report"])[-1]
+    assert post["env"]["ARTIFACT_URL"] == "${{ needs.eval.outputs.artifact-url }}"
+    assert "process.env.ARTIFACT_URL" in post["with"]["script"]
 
 
 def test_shard_targets_evaluate_as_the_dvc_stage_does(default_project: Path) -> None:

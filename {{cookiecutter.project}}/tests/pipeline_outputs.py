@@ -30,13 +30,14 @@ def write_eval_outputs(root: Path, pass_rate: float = 0.9) -> None:
     (root / "eval/catalogue.json").write_text(catalogue.dumps(known))
     (root / "eval/results.jsonl").write_text('{"id": "smoke-01", "passed": true}\n')
     (root / "eval/report.md").write_text("# Eval report\n")
+    (root / "eval/report.html").write_text("<!DOCTYPE html><title>Eval report</title>\n")
     (root / "data/processed").mkdir(parents=True, exist_ok=True)
     (root / "data/processed/manifest.json").write_text(json.dumps({"examples": 2, "sha256": "ab" * 32}))
 
 
 def register(root: Path) -> dict:
     args = ["--params", "params.yaml", "--metrics", "eval/metrics.json", "--catalogue", "eval/catalogue.json"]
-    args += ["--results", "eval/results.jsonl", "--report", "eval/report.md"]
+    args += ["--results", "eval/results.jsonl", "--report", "eval/report.md", "--html", "eval/report.html"]
     args += ["--manifest", "data/processed/manifest.json", "--lock", "dvc.lock", "--out", "models/version.json"]
     assert register_stage.main(args) == 0
     return json.loads((root / "models/version.json").read_text())

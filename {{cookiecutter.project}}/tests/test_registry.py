@@ -168,7 +168,9 @@ def test_register_promote_rollback_and_the_champion_answers(toy_project, tmp_pat
         assert version.tags["data_sha256"] == "ab" * 32 and version.tags["git_sha"]
         assert version.tags["prompt.label"] == first["prompts"]["label"]
         logged = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
-        assert logged == {"eval/metrics.json", "eval/catalogue.json", "eval/results.jsonl", "eval/report.md"}
+        # The HTML report too: the registry shows the version's whole evaluation, every example.
+        expected = {"eval/metrics.json", "eval/catalogue.json", "eval/results.jsonl", "eval/report.md"}
+        assert logged == expected | {"eval/report.html"}
         served = {a.path for a in client.list_artifacts(run.info.run_id, store.APP_ARTIFACT)}
         assert served == {f"{store.APP_ARTIFACT}/{p}" for p in ("params.yaml", "prompts", "data")}
         registered_prompt = client.load_prompt(f"{name}.label", version=1)

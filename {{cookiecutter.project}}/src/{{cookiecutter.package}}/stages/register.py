@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None, prog: str = "register") -> int:
     parser.add_argument("--catalogue", type=Path, default=Path("eval/catalogue.json"))
     parser.add_argument("--results", type=Path, default=Path("eval/results.jsonl"))
     parser.add_argument("--report", type=Path, default=Path("eval/report.md"))
+    parser.add_argument(
+        "--html", type=Path, default=Path("eval/report.html"), help="the report page, logged with the run"
+    )
     parser.add_argument("--manifest", type=Path, default=Path("data/processed/manifest.json"))
     parser.add_argument("--lock", type=Path, default=Path("dvc.lock"), help="lineage: a hash per stage")
     parser.add_argument("--out", type=Path, default=Path("models/version.json"))
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None, prog: str = "register") -> int:
         export(root, Path(tmp))
         registered = store.register(
             uri=uri, model_name=config.registry.model_name, model=config.model, prompts=prompts,
-            version_dir=Path(tmp), metrics=metrics, artifacts=[args.metrics, args.catalogue, args.results, args.report],
+            version_dir=Path(tmp), metrics=metrics, artifacts=[args.metrics, args.catalogue, args.results, args.report, args.html],
             tags=tags,
         )  # fmt: skip
     record["registry"] = {
