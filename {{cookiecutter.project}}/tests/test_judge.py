@@ -262,6 +262,23 @@ def test_calibrate_through_the_cli_on_the_toy_app_writes_which_rubric_versions_g
     assert "kappa 0.500" in out and "human pass / judge fail: 1" in out
 
 
+def test_calibrate_with_a_judge_that_never_answers_keeps_the_last_calibration(toy_project, capsys):
+    (toy_project / "eval").mkdir(exist_ok=True)
+    line = {"rubric": 'Says "good".', "input": {"text": "good"}, "output": "good", "label": "pass"}
+    (toy_project / "eval" / "judge_labels.jsonl").write_text(json.dumps(line) + "\n")
+    last = toy_project / "eval" / "judge_calibration.json"
+    last.write_text('{"rubrics": {}}\n')
+    params = toy_project / "params.yaml"
+    with FakeModel(bad_judge("refusal")) as judge:
+        params.write_text(
+            params.read_text().split("judge:\n")[0] + f"judge:\n  base_url: {judge.base_url}\n  name: j\n"
+        )
+        assert cli(["judge", "calibrate"]) == 2
+    error = capsys.readouterr().err
+    assert "error: the judge gave no usable verdict for rubric" in error and "left as it was" in error
+    assert len(error.strip().splitlines()) == 1 and last.read_text() == '{"rubrics": {}}\n'
+
+
 def test_results_with_a_judge_record_read_back_and_a_bad_one_is_named():
     line = {"id": "a", "repeat": 0, "passed": True, "judge": {"rubric": "r", "gating": False, "error": None}}
     assert parse(json.dumps(line), "results.jsonl")[0].judge["rubric"] == "r"

@@ -99,6 +99,7 @@ class RubricCalibration:
     rubric: str
     agreement: Agreement | None  # None: the judge gave no usable verdict on any label
     judge_errors: int
+    first_error: str | None = None
 
     def gates(self, min_kappa: float) -> bool:
         kappa = self.agreement.kappa if self.agreement is not None else None
@@ -114,8 +115,9 @@ def calibrate(labels: Sequence[Label], judge: Judge, chat: Chat) -> list[RubricC
     found = []
     for version, judged in by_version.items():
         pairs = [(label.passed, a.verdict.passed) for label, a in judged if a.verdict is not None]
-        errors = sum(a.verdict is None for _, a in judged)
-        found.append(RubricCalibration(version, judged[0][0].rubric, cohen_kappa(pairs) if pairs else None, errors))
+        errors = [a.error for _, a in judged if a.verdict is None]
+        agreement = cohen_kappa(pairs) if pairs else None
+        found.append(RubricCalibration(version, judged[0][0].rubric, agreement, len(errors), next(iter(errors), None)))
     return found
 
 

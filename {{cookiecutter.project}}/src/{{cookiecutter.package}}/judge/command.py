@@ -64,6 +64,13 @@ def main(argv: list[str] | None = None, prog: str = "judge") -> int:
     with cache, connect(model, config.eval) as client:
         chat = CachedChat(cache, keying(settings), 0, client_chat(client, model), usable=is_verdict)
         found = calibration.calibrate(labels, judge_of(config, prompts, frozenset()), chat)
+    unanswered = [c for c in found if c.agreement is None]
+    if unanswered:
+        # The last calibration stays: a judge that could not be reached has not disagreed with anyone.
+        raise UserError(
+            f"the judge gave no usable verdict for rubric {unanswered[0].version} ({unanswered[0].judge_errors} "
+            f"labels; first: {unanswered[0].first_error}); {out} left as it was"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(calibration.dumps(found, settings.name, settings.min_kappa))
     for line in calibration.describe(found, settings.min_kappa):
