@@ -137,7 +137,8 @@ def test_gate_rows_list_every_example_flipped_first_with_both_statuses():
     names = ["pass_rate", "tag_t_pass_rate"]
     known = catalogue.build(names, {}, ["t"])
     paired = compare(base, head, known["pass_rate"])
-    verdicts = [Verdict("tag_t_pass_rate", 0.75, 0.5, "warn", "")]
+    # A tag's rate judged twice (its tolerance, an absolute bar) is one bar pair in the charts.
+    verdicts = [Verdict("tag_t_pass_rate", 0.75, 0.5, "warn", ""), Verdict("tag_t_pass_rate", 0.75, 0.5, "ok", "")]
     result = GateResult(verdicts=verdicts, paired={"pass_rate": paired})
     inputs = GateInputs("main", Policy(SETTINGS.thresholds, SETTINGS.gate), {}, {}, known, head, base)
     rows = gate_page.rows(result, inputs)

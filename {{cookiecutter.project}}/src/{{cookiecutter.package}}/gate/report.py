@@ -217,13 +217,16 @@ def policy_section(result: GateResult, policy_ref: str) -> list[str]:
 
 
 def tag_rates(result: GateResult) -> tuple[list[str], list[float | None], list[float | None]]:
-    """Per-tag pass rates, base and head, from the verdicts (what `dvc metrics diff` gave)."""
-    found = sorted((tag, v) for v in result.verdicts if (tag := tag_of(v.metric)) is not None)
-    return (
-        [t for t, _ in found],
-        [v.old if is_number(v.old) else None for _, v in found],
-        [v.new if is_number(v.new) else None for _, v in found],
-    )
+    """Per-tag pass rates, base and head, from the verdicts (what `dvc metrics diff` gave); a
+    metric judged twice (a tolerance and an absolute bar) has one pair of values."""
+    found: dict[str, tuple[Any, Any]] = {}
+    for v in result.verdicts:
+        tag = tag_of(v.metric)
+        if tag is not None:
+            found.setdefault(tag, (v.old, v.new))
+    tags = sorted(found)
+    number_or_none = lambda value: value if is_number(value) else None  # noqa: E731
+    return tags, [number_or_none(found[t][0]) for t in tags], [number_or_none(found[t][1]) for t in tags]
 
 
 def tag_chart(result: GateResult) -> list[str]:
