@@ -120,6 +120,9 @@ def test_the_browser_itself_refuses_any_request_the_page_would_make(pages, chrom
     assert opened.failed == {"http://127.0.0.1:9/pixel.png": "csp"}
 
 
+WIDE = "() => document.documentElement.scrollWidth > window.innerWidth"
+
+
 def test_a_hostile_output_renders_as_text(pages, chromium):
     out, _ = pages
     opened = Opened(chromium, out / "report.html")
@@ -130,9 +133,15 @@ def test_a_hostile_output_renders_as_text(pages, chromium):
     body.wait_for()
     assert HOSTILE_OUTPUT in body.inner_text() and "<script>alert(2)</script>" in body.inner_text()
     assert page.locator("img").count() == 0 and page.locator("#rows script").count() == 0
-    # A 10,000-character line wraps inside its box: the page grows no horizontal scroll bar.
-    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    # A 13,000-character line (3,000 without a space) wraps inside its box: no horizontal scroll bar,
+    # here nor on the gate page, whose rows preview the input.
+    assert page.evaluate(WIDE) is False
     assert opened.dialogs == [] and opened.requests == [opened.url]
+    gate = Opened(chromium, out / "gate.html")
+    assert gate.search("hostile") == 1
+    gate.page.click("#rows > details > summary")
+    gate.page.locator("#rows .sides").wait_for()
+    assert gate.page.evaluate(WIDE) is False and gate.page.locator("img").count() == 0
 
 
 def test_the_gate_page_lists_exactly_the_flipped_examples_first(pages, chromium):

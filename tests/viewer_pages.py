@@ -52,7 +52,7 @@ for i in range(n):
     eid, target, tags = f"ex-{i:05d}", TARGETS[i % 2], [TAGS[i % 3]] + (["vip"] if i % 10 == 0 else [])
     text = f"Customer {i} writes about order {i * 7} and a refund of {i % 90} dollars."
     if i == 3:
-        eid, text = "hostile", "<script>alert(2)</script> " + "very long line " * 700
+        eid, text = "hostile", "<script>alert(2)</script> " + "very long line " * 700 + "x" * 3000
     examples.append(Example(eid, target, {"text": text}, {"expected": f"answer {i}"}, tuple(tags)))
     output = __HOSTILE__ if eid == "hostile" else f"Answer {i}: the order {i * 7} ships in {i % 5 + 1} days."
     common = dict(id=eid, target=target, version="v1", tags=tags, tokens_in=120, tokens_out=20)

@@ -15,6 +15,7 @@ from {{ cookiecutter.package }}.evaluation.golden import Example
 from {{ cookiecutter.package }}.evaluation.results import Result
 from {{ cookiecutter.package }}.gate.inputs import GateInputs
 from {{ cookiecutter.package }}.gate.paired import compare
+from {{ cookiecutter.package }}.gate.power import of_comparison
 from {{ cookiecutter.package }}.gate.report import render as render_markdown
 from {{ cookiecutter.package }}.gate.verdict import GateResult, Verdict
 from {{ cookiecutter.package }}.settings import Policy, parse
@@ -139,7 +140,8 @@ def test_gate_rows_list_every_example_flipped_first_with_both_statuses():
     paired = compare(base, head, known["pass_rate"])
     # A tag's rate judged twice (its tolerance, an absolute bar) is one bar pair in the charts.
     verdicts = [Verdict("tag_t_pass_rate", 0.75, 0.5, "warn", ""), Verdict("tag_t_pass_rate", 0.75, 0.5, "ok", "")]
-    result = GateResult(verdicts=verdicts, paired={"pass_rate": paired})
+    power = of_comparison(paired, pass_rate=0.8, alpha=0.05, detect=0.1)
+    result = GateResult(verdicts=verdicts, paired={"pass_rate": paired}, power=power)
     inputs = GateInputs("main", Policy(SETTINGS.thresholds, SETTINGS.gate), {}, {}, known, head, base)
     rows = gate_page.rows(result, inputs)
     assert [(r["id"], r["flip"], r["base"], r["head"]) for r in rows] == [
@@ -153,7 +155,7 @@ def test_gate_rows_list_every_example_flipped_first_with_both_statuses():
     assert rows[0]["changed"] and not rows[4]["changed"]
     html = gate_page.render(result, inputs)
     assert [r["id"] for r in data_of(html)["rows"]][:2] == ["broke", "fixed"]
-    assert "Pass rate per tag" in html
+    assert "Pass rate per tag" in html and "<h2>Power</h2><p>This golden set detects" in html
     markdown = render_markdown(result, inputs)  # the PR comment: the same rates as a Mermaid chart
     assert "```mermaid\nxychart-beta\n" in markdown and "bar [0.7500]\n    bar [0.5000]" in markdown
     unusable = gate_page.render_unusable("main", HOSTILE)

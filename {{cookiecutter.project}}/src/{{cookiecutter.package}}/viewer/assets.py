@@ -72,7 +72,7 @@ SCRIPT = r"""
   }
   // A row's details are built when it is first opened: the page holds summaries only.
   function lazyRow(summaryParts, cls, id, fill) {
-    const row = el("details", "row " + cls);
+    const row = el("details", "row" + (cls ? " row-" + cls : ""));
     row.dataset.id = id;
     const summary = el("summary");
     for (const part of summaryParts) summary.appendChild(part);
@@ -202,7 +202,7 @@ SCRIPT = r"""
         el("span", r.base, r.base),
         el("span", null, "→"),
         el("span", r.head, r.head),
-        el("span", "preview", r.input),
+        el("span", "preview", preview(r.input)),
       ];
       return lazyRow(parts, r.flip ? "flipped" : "", r.id, function (body) {
         field(body, "Input", r.input);

@@ -17,7 +17,7 @@ from typing import Any
 from ..evaluation.metrics import per_example
 from ..evaluation.results import Result
 from ..gate.inputs import GateInputs
-from ..gate.report import expectation, first_repeat, shown_input, shown_output, tag_rates
+from ..gate.report import ORDER, expectation, first_repeat, power_section, shown_input, shown_output, tag_rates
 from ..gate.verdict import GateResult
 from . import charts
 from .page import Section, document, esc, rows_container, section, table
@@ -95,6 +95,14 @@ def rows(result: GateResult, inputs: GateInputs) -> list[dict[str, Any]]:
     return out
 
 
+def power(result: GateResult) -> list[Section]:
+    """What the paired test can detect here (gate/power.py), as the Markdown report words it."""
+    if result.power is None:
+        return []
+    lines = [line.removeprefix("- ") for line in power_section(result.power, heading=False) if line.strip()]
+    return [Section("Power", ("",), tuple((line,) for line in lines[1:]), note=lines[0])]
+
+
 def _number(value: Any) -> str:
     return "—" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
@@ -102,6 +110,7 @@ def _number(value: Any) -> str:
 def render(result: GateResult, inputs: GateInputs, policy_ref: str | None = None, extra: Sequence[Section] = ()) -> str:
     """The whole page: verdict, metrics, paired statistics, policy changes, extra sections, examples."""
     status = result.status
+    verdicts = sorted(result.verdicts, key=lambda v: ORDER[v.status])  # regressions first, as in gate.md
     body = [
         f"<h1>{esc(TITLES[status])}</h1>",
         f'<p><b class="{CLASSES[status]}">{esc(status)}</b> · base <code>{esc(inputs.base)}</code>'
@@ -109,7 +118,7 @@ def render(result: GateResult, inputs: GateInputs, policy_ref: str | None = None
         "<h2>Metrics</h2>",
         table(
             ("metric", "base", "head", "verdict", "why"),
-            [(v.metric, _number(v.old), _number(v.new), v.status, v.why) for v in result.verdicts],
+            [(v.metric, _number(v.old), _number(v.new), v.status, v.why) for v in verdicts],
             numeric=(1, 2),
         ),
     ]
@@ -137,7 +146,7 @@ def render(result: GateResult, inputs: GateInputs, policy_ref: str | None = None
         for label, ids in (("removed", changes.removed), ("edited", changes.edited), ("added", changes.added)):
             if ids:
                 body.append(f"<p>golden examples {esc(label)} ({len(ids)}): {esc(', '.join(ids))}</p>")
-    body += [section(part) for part in extra]
+    body += [section(part) for part in (*power(result), *extra)]
     if result.notes:
         body.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in result.notes) + "</ul>")
     body.append("<h2>Examples</h2>")
