@@ -93,13 +93,16 @@ def test_worse_prompt_fails_naming_the_metric_and_the_flips(repo: Path, tmp_path
     assert report.startswith("## ❌ Gate failed (base `main`)")
     pass_rate = next(line for line in report.splitlines() if line.startswith("| pass_rate |"))
     assert "❌" in pass_rate and "pass→fail" in pass_rate and "≤ α=0.05" in pass_rate
-    # 14 intents lose their label: 13 stable passes now fail, the injected one flips back to pass;
-    # so do the 4 end-to-end examples whose queue is not `other` (the flow's first call classifies).
-    assert "### Flipped pass → fail (17)" in report and "### Flipped fail → pass (1)" in report
+    # 34 intents lose their label: 33 stable passes now fail, the injected one flips back to pass;
+    # so do the 6 end-to-end examples whose queue is not `other` (the flow's first call classifies).
+    assert "### Flipped pass → fail (39)" in report and "### Flipped fail → pass (1)" in report
     row = next(line for line in report.splitlines() if line.startswith("| intent-04 |"))
     assert "I want my money back for the broken lamp." in row
     assert row.count('{"intent": "refund"}') == 2 and row.endswith('{"intent": "other"} |')  # expected, old | new
-    assert "| pass_rate | 43 | 17 | 1 | 0 |" in report
+    assert "| pass_rate | 70 | 39 | 1 | 0 |" in report
+    # The power from this comparison: 1 fail->pass of 70 is a churn of 2/70, with which 70 examples
+    # detect drops of 12 points (gate/power.py; tests/test_power.py checks the figures themselves).
+    assert report.splitlines()[2] == "This golden set detects drops ≥ 12 pts (80% power, α = 0.05)."
     e2e = next(line for line in report.splitlines() if line.startswith("| e2e-refund |"))
     expected, old, new = e2e.split(" | ")[2:5]
     assert '"intent": "refund"' in expected and '"intent": "refund"' in old and '"intent": "other"' in new
@@ -110,7 +113,7 @@ def test_irrelevant_change_passes(repo: Path) -> None:
     proc = gate(on(repo, "readme"), "--base", "main")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.startswith("## ✅ Gate passed (base `main`)")
-    assert "| pass_rate | 43 | 0 | 0 | 0 | 1 |" in proc.stdout
+    assert "| pass_rate | 70 | 0 | 0 | 0 | 1 |" in proc.stdout
     assert "Flipped" not in proc.stdout
 
 

@@ -88,7 +88,8 @@ def test_sharded_pr_merges_what_one_run_writes_and_gates_it(ready, tmp_path: Pat
         side: (root / "eval" / "results.jsonl").read_text().splitlines()
         for side, root in (("merged", merged), ("single", single))
     }
-    assert len(lines["merged"]) == len(lines["single"]) == 43
+    golden = (single / "eval" / "golden.jsonl").read_text().splitlines()
+    assert len(lines["merged"]) == len(lines["single"]) == len(golden)
     for ours, theirs in zip(lines["merged"], lines["single"], strict=True):
         assert ours.replace('"cached": false', '"cached": true') == theirs
     assert json.loads((merged / "eval" / "metrics.json").read_text())["pass_rate"] is not None
