@@ -124,6 +124,13 @@ def test_gate_plan_prints_the_figure_and_names_bad_input(project: Path, capsys):
     (project / "eval" / "results.jsonl").write_text(dumps(results(flaky=0, passing=17, failing=26)))
     assert cli(["gate", "plan"]) == 0
     assert "This golden set detects drops ≥ 16 pts" in capsys.readouterr().out
+    assert cli(["gate", "plan", "--churn", "0.2"]) == 0  # a stated churn: drops hide in it
+    out = capsys.readouterr().out
+    assert "churn: 0.200" in out and "assumed: --churn" in out and "detects drops ≥ 27 pts" in out
+    assert cli(["gate", "plan", "--churn", "1.5"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "{{ cookiecutter.project }} gate: error: --churn: must be a number from 0 to 1 (1 excluded), got '1.5'"
+    )
     assert cli(["gate", "plan", "--results", "eval/missing.jsonl"]) == 2
     assert (
         capsys.readouterr().err.strip().endswith("cannot read (No such file or directory); run `make evaluate` first")

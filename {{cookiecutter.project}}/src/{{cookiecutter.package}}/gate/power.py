@@ -183,11 +183,16 @@ def of_comparison(compared: Paired, pass_rate: float, alpha: float, detect: floa
     return plan(compared.examples, len(compared.flaky), pass_rate, churn, source, alpha, detect)
 
 
-def of_results(results: Sequence[Result], metric: Metric, alpha: float, detect: float) -> Power:
-    """The figure for one side's results alone: the flaky share stands for the churn."""
+def of_results(
+    results: Sequence[Result], metric: Metric, alpha: float, detect: float, churn: float | None = None
+) -> Power:
+    """The figure for one side's results alone: the flaky share stands for the churn unless one is given."""
     rates = example_rates(results, metric)
     flaky = sum(0 < rate < 1 for rate in rates.values())
     share = flaky / len(rates) if rates else 0.0
     pass_rate = sum(rates.values()) / len(rates) if rates else 0.0
-    source = f"assumed: the flaky share ({flaky} of {len(rates)} examples' repeats disagree)"
-    return plan(len(rates), flaky, pass_rate, share, source, alpha, detect)
+    if churn is None:
+        churn, source = share, f"assumed: the flaky share ({flaky} of {len(rates)} examples' repeats disagree)"
+    else:
+        source = "assumed: --churn"
+    return plan(len(rates), flaky, pass_rate, churn, source, alpha, detect)
