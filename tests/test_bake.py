@@ -241,6 +241,9 @@ def test_secrets_and_local_reports_are_never_committed(bake):
     reviewed = ("eval/report.md", "eval/report.html", "eval/metrics.json", "eval/results.jsonl", "eval/catalogue.json")
     reviewed += (".env.example",)
     assert [p for p in (*reviewed, "eval/plots/tags.json", "models/version.json") if ignored(p)] == []
+    attributes = ["git", "check-attr", "diff", "linguist-generated", "--", "eval/report.html"]
+    page = subprocess.run(attributes, cwd=project, capture_output=True, text=True, check=True).stdout
+    assert page.splitlines() == ["eval/report.html: diff: unset", "eval/report.html: linguist-generated: true"]
     assert ".env" in (project / ".dvcignore").read_text().splitlines()
     assert "**/.env" in (project / ".dockerignore").read_text().splitlines()
 
