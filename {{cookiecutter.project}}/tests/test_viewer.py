@@ -105,7 +105,7 @@ def call(example, passed, repeat=0, **extra):
 def test_eval_rows_carry_inputs_messages_and_verdicts_with_shared_texts_stored_once():
     examples = [Example(i, "echo", {"text": f"in {i}"}, {"expected": "x"}, ("t",)) for i in ("a", "b")]
     results = [
-        call("a", True, scores={"exact": {"passed": True, "value": 1, "detail": ""}}),
+        call("a", True, scores={"exact": {"passed": True, "value": 1, "detail": ""}}, judge={"rubric": "r1"}),
         call("b", False, 0, output=HOSTILE),
         call("b", True, 1),
         call("c", None, output=None, error="HTTP 500"),
@@ -117,6 +117,7 @@ def test_eval_rows_carry_inputs_messages_and_verdicts_with_shared_texts_stored_o
     ]  # fmt: skip
     assert rows[0]["input"] == "in a" and rows[0]["expected"] == "x"
     assert rows[0]["scores"] == [["exact", True, ""]] and rows[3]["error"] == "HTTP 500"
+    assert rows[0]["judge"] == "rubric r1: reported only: not calibrated" and rows[1]["judge"] is None
     assert [[role, data["texts"][i]] for role, i in rows[1]["messages"]] == [["system", "Repeat."], ["user", "in b"]]
     assert data["texts"].count("Repeat.") == 1  # a system prompt shared by every example is stored once
     assert rows[3]["messages"] is None  # no example (or a flow): nothing rendered
@@ -125,6 +126,7 @@ def test_eval_rows_carry_inputs_messages_and_verdicts_with_shared_texts_stored_o
         minimum={"pass_rate": 0.9}, maximum={}, missed=[], model="m",
     )  # fmt: skip
     assert data_of(html)["rows"][1]["output"] == HOSTILE and "<img src=x" not in html
+    assert "<h2>LLM judge</h2>" in html  # per rubric version: judged, passed, whether it gates
 
 
 SETTINGS = parse('model: {base_url: "http://127.0.0.1:9/v1", name: test}\n')

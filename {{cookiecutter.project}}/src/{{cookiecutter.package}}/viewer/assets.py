@@ -159,6 +159,7 @@ SCRIPT = r"""
         field(body, "Output", r.output);
         field(body, "Error", r.error);
         field(body, "Expected", r.expected);
+        field(body, "Judge", r.judge);
         if (r.scores.length) {
           body.appendChild(el("h4", null, "Scorers"));
           const ul = el("ul", "scores");

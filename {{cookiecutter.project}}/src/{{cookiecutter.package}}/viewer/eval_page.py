@@ -18,9 +18,10 @@ from ..evaluation import catalogue
 from ..evaluation.golden import Example
 from ..evaluation.metrics import Miss, per_example
 from ..evaluation.results import Result
+from ..judge.summary import NOT_CALIBRATED, summarise
 from . import charts
+from .page import Section, document, esc, rows_container, section, table
 from .page import controls as filter_bar
-from .page import document, esc, rows_container, table
 
 
 def shown_input(inputs: Mapping[str, Any]) -> str:
@@ -36,6 +37,26 @@ def shown_expectation(expectations: Mapping[str, Any]) -> str | None:
     if set(expectations) == {"expected"} and isinstance(expectations["expected"], str):
         return str(expectations["expected"])
     return json.dumps(dict(expectations), ensure_ascii=False, indent=2, sort_keys=True)
+
+
+def judge_sections(results: Sequence[Result]) -> list[Section]:
+    """The LLM judge's verdicts per rubric version and whether they gate (judge/summary.py); none
+    when nothing was judged."""
+    found = summarise(results)
+    if not found:
+        return []
+    rows = tuple((s.version, s.judged, s.passed, s.errors, s.state) for s in found)
+    note = "A rubric version's verdicts count towards pass_rate only once `judge calibrate` measured its agreement."
+    return [Section("LLM judge", ("rubric version", "judged", "judge pass", "judge errors", "verdicts"), rows, note)]
+
+
+def judged(result: Result) -> str | None:
+    """Which rubric judged this call and whether its verdict counts (the verdict is a scorer's)."""
+    if result.judge is None:
+        return None
+    state = "gates (calibrated)" if result.judge.get("gating") is True else NOT_CALIBRATED
+    error = result.judge.get("error")
+    return f"rubric {result.judge.get('rubric', '')}: {state}" + (f"; no verdict: {error}" if error else "")
 
 
 def status(result: Result) -> str:
@@ -94,6 +115,7 @@ def data(results: Sequence[Result], examples: Sequence[Example], prompts: Mappin
                 "scores": [[name, bool(s.get("passed")), s.get("detail") or ""] for name, s in r.scores.items()],
                 "latency_ms": r.latency_ms,
                 "error": r.error,
+                "judge": judged(r),
             }
         )
     return {
@@ -184,6 +206,7 @@ def render(
         "</div>",
         "<h2>Targets</h2>",
         table(("target", "version"), versions),
+        *(section(part) for part in judge_sections(results)),
         "<h2>Calls</h2>",
         filter_bar(
             {

@@ -20,6 +20,7 @@ from ..gate.inputs import GateInputs
 from ..gate.report import ORDER, expectation, first_repeat, power_section, shown_input, shown_output, tag_rates
 from ..gate.verdict import GateResult
 from . import charts
+from .eval_page import judge_sections
 from .page import Section, document, esc, rows_container, section, table
 from .page import controls as filter_bar
 
@@ -146,7 +147,7 @@ def render(result: GateResult, inputs: GateInputs, policy_ref: str | None = None
         for label, ids in (("removed", changes.removed), ("edited", changes.edited), ("added", changes.added)):
             if ids:
                 body.append(f"<p>golden examples {esc(label)} ({len(ids)}): {esc(', '.join(ids))}</p>")
-    body += [section(part) for part in (*power(result), *extra)]
+    body += [section(part) for part in (*power(result), *judge_sections(inputs.head_results), *extra)]
     if result.notes:
         body.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in result.notes) + "</ul>")
     body.append("<h2>Examples</h2>")
