@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.baked import fake_model, fake_model_module
+from tests.baked import fake_model, fake_model_module, set_param
 from tests.conftest import run
 
 pytestmark = [pytest.mark.slow, pytest.mark.long]
@@ -78,7 +78,8 @@ def repo(ready, tmp_path_factory) -> Iterator[Path]:
         env.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
         params = project / "params.yaml"
         text = re.sub(r'(?m)^  base_url: ""  .*$', f"  base_url: {judge.base_url}", params.read_text())
-        params.write_text(re.sub(r'(?m)^  name: ""  .*$', "  name: fake-judge", text))
+        text = re.sub(r'(?m)^  name: ""  .*$', "  name: fake-judge", text)
+        params.write_text(re.sub(r"(?m)^  pairwise: false .*$", "  pairwise: true", text))
         prompt = project / "prompts" / "answer_policy.yaml"
         prompt.write_text(re.sub(r"(?ms)^judge: \|\n(  .*?\n)+", f"judge: '{RUBRIC}'\n", prompt.read_text()))
         assert RUBRIC in prompt.read_text()
@@ -92,7 +93,35 @@ def repo(ready, tmp_path_factory) -> Iterator[Path]:
             assert said in calibrated.stdout and ("gates" in calibrated.stdout) == agree, calibrated.stdout
             run(project, "python", "-m", "dvc", "repro", "evaluate")
             commit(project, f"Judge calibrated: people {branch}")
+        build_pairwise_branches(project, judge_module)
         yield project
+
+
+def build_pairwise_branches(project: Path, judge_module) -> None:
+    """`pairwise-worse` and `pairwise-uncalibrated`: answers that still pass every string check but
+    drop the "days" the rubric asks for; calibrated with preferences that agree with the judge, or not."""
+    run(project, "git", "checkout", "-q", "main")
+    results = [json.loads(line) for line in (project / "eval" / "results.jsonl").read_text().splitlines()]
+    golden = {e["id"]: e for e in map(json.loads, (project / "eval" / "golden.jsonl").read_text().splitlines())}
+    said = {r["id"]: " ".join(golden[r["id"]].get("contains", [])) for r in results if "days" in (r["output"] or "")}
+    wrong = {i: json.dumps({"answer": text}) for i, text in said.items() if text and "days" not in text}
+    assert len(wrong) >= 5, wrong  # enough lost pairs for the sign test: P(5 of 5) = 1/32
+    pairs = [("Within 30 days.", "Soon."), ("Soon.", "In 14 days."), ("Soon.", "Later."), ("5 days.", "In 5 days.")]
+    rule = [judge_module.verdict(RUBRIC, a) - judge_module.verdict(RUBRIC, b) for a, b in pairs]
+    with fake_model(project, needs_label=True, wrong=wrong) as model:
+        for branch, agree in (("pairwise-worse", True), ("pairwise-uncalibrated", False)):
+            run(project, "git", "checkout", "-q", "-f", "-b", branch, "main")
+            set_param(project, "base_url", model.base_url)  # this branch's answers: `wrong`
+            preferred = [{1: "first", -1: "second", 0: "tie"}[r] if agree else "first" for r in rule]
+            lines = [
+                {"prompt": "answer_policy", "input": {}, "outputs": [json.dumps({"answer": a}), json.dumps({"answer": b})],
+                 "preferred": p}
+                for (a, b), p in zip(pairs, preferred, strict=True)
+            ]  # fmt: skip
+            (project / "eval" / "judge_labels.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+            run(project, "judge-demo", "judge", "calibrate")
+            run(project, "python", "-m", "dvc", "repro", "evaluate")
+            commit(project, f"answer_policy answers without days; pairwise {branch}")
 
 
 def gate(repo: Path, branch: str):
@@ -131,6 +160,22 @@ def test_an_uncalibrated_judge_only_reports(repo: Path) -> None:
     assert "Flipped" not in proc.stdout
 
 
+def test_a_calibrated_pairwise_judge_fails_a_head_whose_answers_it_prefers_less(repo: Path) -> None:
+    proc = gate(repo, "pairwise-worse")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    rows = {line.split(" | ")[0]: line for line in proc.stdout.splitlines() if line.startswith("| ")}
+    assert "❌" in rows["| judge_pairwise"] and "the head loses" in rows["| judge_pairwise"]
+    assert "❌" not in rows["| pass_rate"]  # every string check still passes: only the judge sees it
+    assert "### Pairwise judge" in proc.stdout and "Base preferred: `policy-" in proc.stdout
+
+
+def test_an_uncalibrated_pairwise_judge_only_reports(repo: Path) -> None:
+    proc = gate(repo, "pairwise-uncalibrated")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| judge_pairwise"))
+    assert "base wins" in row and "reported only: not calibrated" in row
+
+
 @pytest.mark.filterwarnings("ignore:.*cohen_kappa_score. is undefined")
 def test_kappa_matches_scikit_learn(ready) -> None:
     from sklearn.metrics import cohen_kappa_score  # type: ignore[import-untyped]
@@ -147,3 +192,11 @@ def test_kappa_matches_scikit_learn(ready) -> None:
             assert math.isnan(expected)  # undefined there too
         else:
             assert found.kappa == pytest.approx(expected, abs=1e-12)
+    preferences = ["first", "second", "tie"]  # a pairwise label: three categories
+    for _ in range(100):
+        n = rng.randint(3, 60)
+        human3 = [rng.choice(preferences) for _ in range(n)]
+        judge3 = [h if rng.random() < 0.6 else rng.choice(preferences) for h in human3]
+        found = kappa.cohen_kappa(list(zip(human3, judge3, strict=True)))
+        expected = cohen_kappa_score(human3, judge3, labels=preferences)
+        assert found.kappa is None if math.isnan(expected) else found.kappa == pytest.approx(expected, abs=1e-12)

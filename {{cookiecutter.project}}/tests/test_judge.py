@@ -14,7 +14,7 @@ from {{ cookiecutter.package }}.evaluation import metrics, runner
 from {{ cookiecutter.package }}.evaluation.cache import ResponseCache
 from {{ cookiecutter.package }}.evaluation.golden import GoldenSetError, parse_lines
 from {{ cookiecutter.package }}.evaluation.results import parse
-from {{ cookiecutter.package }}.judge import calibration, summary
+from {{ cookiecutter.package }}.judge import calibration, pairwise, summary
 from {{ cookiecutter.package }}.judge.kappa import cohen_kappa
 from {{ cookiecutter.package }}.judge.rubric import Judge, JudgeAnswerError, parse_verdict, rubric_version
 from {{ cookiecutter.package }}.settings import SettingsError
@@ -277,6 +277,82 @@ def test_calibrate_with_a_judge_that_never_answers_keeps_the_last_calibration(to
     error = capsys.readouterr().err
     assert "error: the judge gave no usable verdict for rubric" in error and "left as it was" in error
     assert len(error.strip().splitlines()) == 1 and last.read_text() == '{"rubrics": {}}\n'
+
+
+# -- pairwise --------------------------------------------------------------------------------------
+
+
+def pair_chat(server, cache_dir):
+    """The judge through the cache, as the gate asks it."""
+    keying = runner.Keying("judge", JUDGE_MODEL, {"temperature": 0.0})
+    return runner.CachedChat(ResponseCache(cache_dir), keying, 0, chat_via(server), usable=pairwise.is_preference)
+
+
+PAIRS = [
+    pairwise.Pair(f"p{n}", RUBRIC, {"text": f"t{n}"}, base, head)  # distinct inputs: no two share a cache key
+    for n, (base, head) in enumerate([("yes", "no")] * 6 + [("no", "yes"), ("yes", "yes!"), ("no", "nope")])
+]
+
+
+def test_each_pair_is_judged_twice_with_positions_swapped_and_a_biased_judge_cancels_out(tmp_path):
+    with FakeModel(rubric_judge()) as fair, FakeModel(rubric_judge(biased=True)) as biased:
+        found = pairwise.compare(PAIRS, JUDGE_MODEL, pair_chat(fair, tmp_path / "a"), frozenset())
+        skewed = pairwise.compare(PAIRS, JUDGE_MODEL, pair_chat(biased, tmp_path / "b"), frozenset())
+        assert fair.calls() == biased.calls() == 2 * len(PAIRS)
+        seen = [r.content for r in biased.seen]
+    # Fair: the base says yes where the head does not (6), the head once; both or neither: ties.
+    assert (len(found.base_wins), len(found.head_wins), found.ties) == (6, 1, ["p7", "p8"])
+    # Always "A": each order prefers a different answer, so every pair is a tie and nothing is decided.
+    assert skewed.ties == [p.id for p in PAIRS] and not skewed.base_wins and not skewed.head_wins
+    first, swapped = seen[0], seen[1]
+    assert first.index("Answer A:\nyes") < first.index("Answer B:\nno")
+    assert swapped.index("Answer A:\nno") < swapped.index("Answer B:\nyes")
+
+
+def test_the_pairwise_verdict_fails_the_gate_only_when_calibrated_and_significant(tmp_path):
+    version = pairwise.pairwise_version(RUBRIC, JUDGE_MODEL)
+    with FakeModel(rubric_judge()) as judge:
+        reported = pairwise.compare(PAIRS, JUDGE_MODEL, pair_chat(judge, tmp_path), frozenset())
+        gated = pairwise.compare(PAIRS, JUDGE_MODEL, pair_chat(judge, tmp_path), frozenset({version}))
+        assert judge.calls() == 2 * len(PAIRS)  # the second comparison came from the cache
+    # 6 losses against 1 win: P(>= 6 of 7 | fair coin) = 8/128.
+    assert gated.p_value() == pytest.approx(8 / 128)
+    assert (
+        pairwise.decide(reported, 0.1)[0] == "info"
+        and "reported only: not calibrated" in pairwise.decide(reported, 0.1)[1]
+    )
+    assert pairwise.decide(gated, 0.1)[0] == "regression"
+    assert pairwise.decide(gated, 0.05)[0] == "ok"  # not significant at 0.05
+
+
+@pytest.mark.parametrize(
+    "text", ['{"better": "C", "reason": ""}', '{"better": "A"}', "A", '{"better": "A", "reason": 1}']
+)
+def test_a_reply_that_is_not_a_preference_is_a_judge_error(tmp_path, text):
+    assert pairwise.parse_preference(text) is None
+    with FakeModel(lambda request: text) as judge:
+        found = pairwise.compare(PAIRS[:2], JUDGE_MODEL, pair_chat(judge, tmp_path), frozenset())
+    assert found.errors == ["p0", "p1"]
+
+
+def test_pairwise_labels_calibrate_the_pairwise_rubric_version(tmp_path):
+    rows = [
+        {"rubric": RUBRIC, "input": {}, "outputs": ["yes", "no"], "preferred": "first"},
+        {"rubric": RUBRIC, "input": {}, "outputs": ["no", "yes"], "preferred": "second"},
+        {"rubric": RUBRIC, "input": {}, "outputs": ["no", "nope"], "preferred": "tie"},
+        {"rubric": RUBRIC, "input": {}, "outputs": ["yes", "yes!"], "preferred": "first"},
+        {"rubric": RUBRIC, "input": {}, "output": "yes", "label": "pass"},
+    ]
+    labels = calibration.parse_labels("\n".join(map(json.dumps, rows)), "labels.jsonl", {})
+    with FakeModel(rubric_judge()) as judge:
+        found = calibration.calibrate(labels, Judge(JUDGE_MODEL, {}), pair_chat(judge, tmp_path))
+    by_version = {c.version: c for c in found}
+    pair = by_version[pairwise.pairwise_version(RUBRIC, JUDGE_MODEL)]
+    assert pair.agreement.n == 4 and pair.agreement.agreement == 0.75  # the judge ties the last one
+    assert pair.agreement.confusion["human first / judge tie"] == 1
+    assert by_version[rubric_version(RUBRIC, JUDGE_MODEL)].agreement.n == 1
+    with pytest.raises(calibration.CalibrationError, match=r"labels.jsonl:1: needs `output` and `label`, or"):
+        calibration.parse_labels(json.dumps({"rubric": "r", "input": {}, "outputs": ["a", "b"]}), "labels.jsonl", {})
 
 
 def test_results_with_a_judge_record_read_back_and_a_bad_one_is_named():

@@ -161,6 +161,7 @@ class JudgeSettings:
     input_usd_per_1m_tokens: Annotated[float, NOT_NEGATIVE] = 0.0
     output_usd_per_1m_tokens: Annotated[float, NOT_NEGATIVE] = 0.0
     min_kappa: Annotated[float, KAPPA] = 0.6  # Cohen's kappa with the human labels a rubric needs to gate
+    pairwise: bool = False  # the gate also judges base vs head answers side by side (judge/pairwise.py)
     labels: Annotated[str, NOT_EMPTY] = "eval/judge_labels.jsonl"  # human verdicts `judge calibrate` reads
     calibration: Annotated[str, NOT_EMPTY] = "eval/judge_calibration.json"  # what it writes (committed)
 

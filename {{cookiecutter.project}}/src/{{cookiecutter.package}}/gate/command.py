@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None, prog: str = "gate") -> int:
         help="loosened bars and removed/edited golden examples were approved (env GATE_POLICY_APPROVED=true)",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    settings_mod.load(args.params)  # the head's params must be valid, whatever the base's bars
+    config = settings_mod.load(args.params)  # the head's params must be valid, whatever the base's bars
     paths = inputs.GatePaths(args.metrics, args.catalogue, args.results, args.golden, args.params)
     try:
         loaded = inputs.load(args.base, paths, args.policy_from)
@@ -52,7 +52,12 @@ def main(argv: list[str] | None = None, prog: str = "gate") -> int:
         publish(report.render_unusable(args.base, str(exc)), args.report)
         write_page(gate_page.render_unusable(args.base, str(exc)), args.html)
         return 2
-    text = report.render(result, loaded, args.policy_from)
+    section = ""
+    if config.judge.enabled and config.judge.pairwise:  # the LLM judge compares base and head answers too
+        from ..judge.command import gate_pairwise
+
+        section = gate_pairwise(config, loaded, result)
+    text = report.render(result, loaded, args.policy_from) + section
     publish(text, args.report)
     write_page(gate_page.render(result, loaded, args.policy_from), args.html)
     print(text)

@@ -4,6 +4,10 @@
 
     {"prompt": "<id>" | "rubric": "<text>", "input": {...}, "output": "<the answer>", "label": "pass" | "fail"}
 
+or, for the gate's pairwise mode (pairwise.py), two answers and the one the person prefers:
+
+    {"prompt": "<id>" | "rubric": "<text>", "input": {...}, "outputs": ["<a>", "<b>"], "preferred": "first" | "second" | "tie"}
+
 (`prompt` takes that prompt file's `judge` rubric; optional `id` and `note` are for people). The
 judge answers each one as it would in an evaluation, through the same cache; `judge calibrate`
 writes, per rubric version, the agreement, Cohen's kappa with its 95% interval and the confusion
@@ -15,7 +19,7 @@ lets a rubric version's verdicts count towards pass_rate only when its kappa rea
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,13 +27,16 @@ from typing import Any
 from .. import strict_json
 from ..errors import UserError, clip, key_path, read_text, schema_message
 from .kappa import Agreement, cohen_kappa
-from .rubric import Assessment, Chat, Judge
+from .pairwise import FIRST, SECOND, TIE, pairwise_version, prefer
+from .rubric import Chat, Judge
 
+TARGETS = [{"required": ["prompt"]}, {"required": ["rubric"]}]
+KINDS = [{"required": ["output", "label"]}, {"required": ["outputs", "preferred"]}]
 LABEL_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["input", "output", "label"],
-    "oneOf": [{"required": ["prompt"]}, {"required": ["rubric"]}],
+    "required": ["input"],
+    "allOf": [{"oneOf": TARGETS}, {"oneOf": KINDS}],
     "properties": {
         "id": {"type": "string"},
         "prompt": {"type": "string", "minLength": 1},
@@ -37,6 +44,9 @@ LABEL_SCHEMA: dict[str, Any] = {
         "input": {"type": "object"},
         "output": {"type": "string"},
         "label": {"enum": ["pass", "fail"]},
+        # A pairwise label: two answers to the input, and which one the person prefers.
+        "outputs": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2},
+        "preferred": {"enum": [FIRST, SECOND, TIE]},
         "note": {"type": "string"},
     },
 }
@@ -52,7 +62,9 @@ class Label:
     rubric: str
     input: Mapping[str, Any]
     output: str
-    passed: bool  # the person's verdict
+    passed: bool  # the person's verdict (a pointwise label)
+    outputs: tuple[str, str] | None = None  # a pairwise label: two answers...
+    preferred: str | None = None  # ...and the one the person prefers (FIRST, SECOND or TIE)
 
 
 def parse_labels(text: str, source: str, prompt_rubrics: Mapping[str, str]) -> list[Label]:
@@ -73,8 +85,10 @@ def parse_labels(text: str, source: str, prompt_rubrics: Mapping[str, str]) -> l
         errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
         if errors:
             error = errors[0]
-            if error.validator == "oneOf":
+            if error.validator == "oneOf" and error.validator_value is TARGETS:
                 problems.append(f"{where}: needs exactly one of `prompt` (its file's judge rubric) or `rubric`")
+            elif error.validator == "oneOf":
+                problems.append(f"{where}: needs `output` and `label`, or (pairwise) `outputs` and `preferred`")
             else:
                 problems.append(f"{where}: {key_path(error.absolute_path) or '(line)'}: {schema_message(error)}")
             continue
@@ -85,7 +99,11 @@ def parse_labels(text: str, source: str, prompt_rubrics: Mapping[str, str]) -> l
                 f"{where}: prompt: no prompt file with a `judge` rubric named {data['prompt']!r} (have: {have})"
             )
             continue
-        labels.append(Label(number, rubric, data["input"], data["output"], data["label"] == "pass"))
+        if "outputs" in data:
+            first, second = data["outputs"]
+            labels.append(Label(number, rubric, data["input"], "", False, (first, second), data["preferred"]))
+        else:
+            labels.append(Label(number, rubric, data["input"], data["output"], data["label"] == "pass"))
     if problems:
         raise CalibrationError(f"{len(problems)} problem(s) in {source}:\n" + "\n".join(problems))
     if not labels:
@@ -107,15 +125,29 @@ class RubricCalibration:
 
 
 def calibrate(labels: Sequence[Label], judge: Judge, chat: Chat) -> list[RubricCalibration]:
-    """The judge's verdict on every label, compared with the person's, per rubric version."""
-    by_version: dict[str, list[tuple[Label, Assessment]]] = {}
+    """The judge's verdict on every label (a pairwise one: its preference, both orders asked),
+    compared with the person's, per rubric version."""
+    # rubric version -> (label, the person's, the judge's (None on an error), the judge's error)
+    by_version: dict[str, list[tuple[Label, Hashable, Hashable, str | None]]] = {}
     for label in labels:
-        assessment = judge.assess(chat, label.rubric, label.input, label.output)
-        by_version.setdefault(assessment.version, []).append((label, assessment))
+        said: Hashable = None
+        human: Hashable
+        error: str | None
+        if label.outputs is not None:
+            version, error, human = pairwise_version(label.rubric, judge.model), None, label.preferred
+            try:
+                said = prefer(chat, label.rubric, label.input, *label.outputs)
+            except ValueError as exc:
+                error = str(exc)
+        else:
+            assessment = judge.assess(chat, label.rubric, label.input, label.output)
+            version, error, human = assessment.version, assessment.error, label.passed
+            said = assessment.verdict.passed if assessment.verdict is not None else None
+        by_version.setdefault(version, []).append((label, human, said, error))
     found = []
     for version, judged in by_version.items():
-        pairs = [(label.passed, a.verdict.passed) for label, a in judged if a.verdict is not None]
-        errors = [a.error for _, a in judged if a.verdict is None]
+        pairs = [(human, said) for _, human, said, error in judged if error is None]
+        errors = [error for *_, error in judged if error is not None]
         agreement = cohen_kappa(pairs) if pairs else None
         found.append(RubricCalibration(version, judged[0][0].rubric, agreement, len(errors), next(iter(errors), None)))
     return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import settings as settings_mod
 from ..app.prompts import Prompt, load_all
@@ -12,14 +13,23 @@ from ..app.runtime import client_chat, connect, endpoint_identity, sampling
 from ..errors import UserError, read_text
 from ..evaluation.cache import ResponseCache
 from ..evaluation.runner import CachedChat, Keying
-from . import calibration
+from . import calibration, pairwise
 from .rubric import Judge, is_verdict
+
+if TYPE_CHECKING:
+    from ..gate.inputs import GateInputs
+    from ..gate.verdict import GateResult
 
 
 def keying(settings: settings_mod.JudgeSettings) -> Keying:
     """The judge's cache keys: the same in `evaluate` and `judge calibrate`, so each reuses the other's verdicts."""
     model = settings.as_model()
     return Keying(endpoint_identity(model), model.name, sampling(model))
+
+
+def usable(text: str) -> bool:
+    """A judge reply worth caching: a verdict or a preference (anything else is an error)."""
+    return is_verdict(text) or pairwise.is_preference(text)
 
 
 def judge_of(config: settings_mod.Settings, prompts: Mapping[str, Prompt], calibrated: frozenset[str]) -> Judge:
@@ -33,6 +43,51 @@ def setup(config: settings_mod.Settings, prompts: Mapping[str, Prompt], root: Pa
     config.judge.api_key()  # a missing key is a clear error before any call
     found = calibration.calibrated(root / config.judge.calibration, config.judge.min_kappa)
     return judge_of(config, prompts, found)
+
+
+def pairwise_pairs(inputs: GateInputs, prompts: Mapping[str, Prompt]) -> list[pairwise.Pair]:
+    """The examples whose first repeat the base and the head both answered, differently, that have
+    a rubric (the golden line's, or its prompt's)."""
+    if inputs.base_results is None:
+        return []
+    base = {r.id: r for r in inputs.base_results if r.repeat == 0 and r.output is not None and r.error is None}
+    pairs = []
+    for head in inputs.head_results:
+        old = base.get(head.id)
+        if head.repeat or head.output is None or head.error is not None or old is None or old.output == head.output:
+            continue
+        example = inputs.golden.get(head.id, {})
+        prompt = prompts.get(head.target)
+        rubric = example.get("judge") or (prompt.judge if prompt is not None else "")
+        if isinstance(rubric, str) and rubric.strip():
+            pairs.append(pairwise.Pair(head.id, rubric, example.get("input", {}), str(old.output), str(head.output)))
+    return pairs
+
+
+def pairwise_comparison(config: settings_mod.Settings, inputs: GateInputs) -> pairwise.Comparison | None:
+    """The gate's pairwise judgement of base vs head (None unless `judge.pairwise` is on)."""
+    settings = config.judge
+    if not (settings.enabled and settings.pairwise):
+        return None
+    settings.api_key()
+    pairs = pairwise_pairs(inputs, load_all(Path("prompts")))
+    calibrated = calibration.calibrated(Path(settings.calibration), settings.min_kappa)
+    model = settings.as_model()
+    with ResponseCache(config.eval.cache_dir) as cache, connect(model, config.eval) as client:
+        chat = CachedChat(cache, keying(settings), 0, client_chat(client, model), usable=usable)
+        return pairwise.compare(pairs, settings.name, chat, calibrated)
+
+
+def gate_pairwise(config: settings_mod.Settings, inputs: GateInputs, result: GateResult) -> str:
+    """The gate's pairwise judgement: its verdict added to `result`, its report section returned."""
+    from ..gate.verdict import Verdict
+
+    judged = pairwise_comparison(config, inputs)
+    if judged is None:
+        return ""
+    status, why = pairwise.decide(judged, inputs.policy.gate.alpha)
+    result.verdicts.append(Verdict("judge_pairwise", None, None, status, why))
+    return "\n" + "\n".join(pairwise.lines(judged, inputs.policy.gate.alpha))
 
 
 def main(argv: list[str] | None = None, prog: str = "judge") -> int:
@@ -62,7 +117,7 @@ def main(argv: list[str] | None = None, prog: str = "judge") -> int:
     model = settings.as_model()
     cache = ResponseCache(config.eval.cache_dir, enabled=not args.no_cache)
     with cache, connect(model, config.eval) as client:
-        chat = CachedChat(cache, keying(settings), 0, client_chat(client, model), usable=is_verdict)
+        chat = CachedChat(cache, keying(settings), 0, client_chat(client, model), usable=usable)
         found = calibration.calibrate(labels, judge_of(config, prompts, frozenset()), chat)
     unanswered = [c for c in found if c.agreement is None]
     if unanswered:

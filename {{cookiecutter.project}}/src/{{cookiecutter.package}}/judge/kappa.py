@@ -9,7 +9,7 @@ against scikit-learn's `cohen_kappa_score` and the standard error against a boot
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 Z95 = 1.959964  # the 97.5th percentile of the standard normal
@@ -17,7 +17,7 @@ Z95 = 1.959964  # the 97.5th percentile of the standard normal
 
 @dataclass(frozen=True)
 class Agreement:
-    """Human labels vs judge verdicts (pass = True) on the same answers."""
+    """Human labels vs judge verdicts on the same answers (pass/fail, or a pairwise preference)."""
 
     n: int
     agreement: float  # share of answers where both say the same
@@ -38,26 +38,30 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
 
-def _word(passed: bool) -> str:
-    return "pass" if passed else "fail"
+def _word(label: Hashable) -> str:
+    return {True: "pass", False: "fail"}.get(label, str(label)) if isinstance(label, bool) else str(label)
 
 
-def cohen_kappa(pairs: Sequence[tuple[bool, bool]]) -> Agreement:
-    """Agreement of (human, judge) verdict pairs; at least one pair."""
+def cohen_kappa(pairs: Sequence[tuple[Hashable, Hashable]]) -> Agreement:
+    """Agreement of (human, judge) label pairs, at least one: pass/fail verdicts (True/False), or
+    any labels (a pairwise preference: "first", "second", "tie")."""
     n = len(pairs)
     if not n:
         raise ValueError("no labelled answers to compare")
-    cells = {(h, j): sum(1 for pair in pairs if pair == (h, j)) / n for h in (True, False) for j in (True, False)}
-    human = {c: cells[(c, True)] + cells[(c, False)] for c in (True, False)}
-    judge = {c: cells[(True, c)] + cells[(False, c)] for c in (True, False)}
-    observed = cells[(True, True)] + cells[(False, False)]
-    chance = sum(human[c] * judge[c] for c in (True, False))
+    seen = {label for pair in pairs for label in pair}
+    # Verdicts: pass then fail, both always in the table; other labels in their text's order.
+    labels: list[Hashable] = [True, False] if all(isinstance(c, bool) for c in seen) else sorted(seen, key=str)
+    cells = {(h, j): sum(1 for pair in pairs if pair == (h, j)) / n for h in labels for j in labels}
+    human = {c: sum(cells[(c, j)] for j in labels) for c in labels}
+    judge = {c: sum(cells[(h, c)] for h in labels) for c in labels}
+    observed = sum(cells[(c, c)] for c in labels)
+    chance = sum(human[c] * judge[c] for c in labels)
     confusion = {f"human {_word(h)} / judge {_word(j)}": round(cells[(h, j)] * n) for h, j in cells}
     if chance >= 1 - 1e-12:
         return Agreement(n, observed, None, None, None, None, confusion)
     kappa = (observed - chance) / (1 - chance)
     # Fleiss, Cohen & Everitt (1969), eq. 13: the large-sample variance of kappa.
-    a = sum(cells[(c, c)] * (1 - (human[c] + judge[c]) * (1 - kappa)) ** 2 for c in (True, False))
+    a = sum(cells[(c, c)] * (1 - (human[c] + judge[c]) * (1 - kappa)) ** 2 for c in labels)
     b = (1 - kappa) ** 2 * sum(cells[(i, j)] * (judge[i] + human[j]) ** 2 for i, j in cells if i != j)
     c = (kappa - chance * (1 - kappa)) ** 2
     se = math.sqrt(max(a + b - c, 0.0) / (n * (1 - chance) ** 2))

@@ -4,9 +4,12 @@ only, loadable by path as fake_model.py is.
 It reads the judge's prompt (judge/rubric.py: rubric, input, answer) and answers a verdict by a
 rule, never by guessing:
 
-    rubric_judge()        pass when the answer contains every text the rubric quotes ("...")
+    rubric_judge()        pass when the answer contains every text the rubric quotes ("..."); asked
+                          to compare two answers (judge/pairwise.py), it prefers the one that
+                          passes, a tie when both or neither do
     rubric_judge(flip=texts) the same, but wrong on answers containing any of `flip` (a judge that
                              disagrees with people there)
+    rubric_judge(biased=True) compares by always preferring answer A, whatever they say (position bias)
     bad_judge("json")     a reply that is not JSON
     bad_judge("schema")   JSON, but not the verdict object
     bad_judge("refusal")  content null and a `refusal`, as OpenAI sends one
@@ -23,6 +26,7 @@ if TYPE_CHECKING:  # only types: the template's tests load this file by path, wi
     from .fake_model import Answerer, Request
 
 _SECTIONS = re.compile(r"Rubric:\n(?P<rubric>.*?)\n\nInput:\n.*?\n\nAnswer:\n(?P<answer>.*)\Z", re.S)
+_PAIR = re.compile(r"Rubric:\n(?P<rubric>.*?)\n\nInput:\n.*?\n\nAnswer A:\n(?P<a>.*)\n\nAnswer B:\n(?P<b>.*)\Z", re.S)
 REFUSAL = None  # an answerer's None: FakeModel replies with content null and a refusal
 
 
@@ -39,12 +43,20 @@ def verdict(rubric: str, answer: str) -> bool:
     return all(q.casefold() in answer.casefold() for q in re.findall(r'"([^"]+)"', rubric))
 
 
-def rubric_judge(flip: Iterable[str] = ()) -> Answerer:
+def rubric_judge(flip: Iterable[str] = (), *, biased: bool = False) -> Answerer:
     flips = tuple(flip)
 
+    def passes(rubric: str, text: str) -> bool:
+        return verdict(rubric, text) != any(f in text for f in flips)
+
     def answer(request: Request) -> str:
+        pair = _PAIR.search(request.content)
+        if pair is not None:
+            a, b = passes(pair["rubric"], pair["a"]), passes(pair["rubric"], pair["b"])
+            better = "A" if biased or (a and not b) else "B" if b and not a else "tie"
+            return json.dumps({"better": better, "reason": "rule"})
         rubric, text = judged(request)
-        passed = verdict(rubric, text) != any(f in text for f in flips)
+        passed = passes(rubric, text)
         return json.dumps({"pass": passed, "score": 1.0 if passed else 0.0, "reason": "rule"})
 
     return answer
