@@ -78,8 +78,7 @@ def repo(ready, tmp_path_factory) -> Iterator[Path]:
         env.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
         params = project / "params.yaml"
         text = re.sub(r'(?m)^  base_url: ""  .*$', f"  base_url: {judge.base_url}", params.read_text())
-        text = re.sub(r'(?m)^  name: ""  .*$', "  name: fake-judge", text)
-        params.write_text(re.sub(r"(?m)^  pairwise: false .*$", "  pairwise: true", text))
+        params.write_text(re.sub(r'(?m)^  name: ""  .*$', "  name: fake-judge", text))
         prompt = project / "prompts" / "answer_policy.yaml"
         prompt.write_text(re.sub(r"(?ms)^judge: \|\n(  .*?\n)+", f"judge: '{RUBRIC}'\n", prompt.read_text()))
         assert RUBRIC in prompt.read_text()
@@ -121,6 +120,9 @@ def build_pairwise_branches(project: Path, judge_module) -> None:
             (project / "eval" / "judge_labels.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
             run(project, "judge-demo", "judge", "calibrate")
             run(project, "python", "-m", "dvc", "repro", "evaluate")
+            # On after the repro: `evaluate` does not depend on it, so the head is still fresh for the gate.
+            params = project / "params.yaml"
+            params.write_text(re.sub(r"(?m)^  pairwise: false .*$", "  pairwise: true", params.read_text()))
             commit(project, f"answer_policy answers without days; pairwise {branch}")
 
 

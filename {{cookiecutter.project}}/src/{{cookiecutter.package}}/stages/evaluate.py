@@ -132,7 +132,11 @@ def shard_header(
         shards=shard[1],
         eval_set_sha256=shards.file_sha256(eval_set),
         prompt_versions={p.id: p.version for p in prompts.values()},
-        settings_sha256=shards.settings_hash({"app": config.app, "model": config.model, "eval": config.eval}),
+        settings_sha256=shards.settings_hash(
+            # The judge shapes each result's verdict; with none, the hash is what it always was.
+            {"app": config.app, "model": config.model, "eval": config.eval}
+            | ({"judge": config.judge} if config.judge.enabled else {})
+        ),
     )
 
 
