@@ -1,4 +1,6 @@
-"""`<project> judge calibrate`: run the judge over the human labels and write the calibration file."""
+"""`<project> judge calibrate`: run the judge over the human labels and write the calibration file;
+and the judge as `evaluate` (`setup`) and the gate's pairwise mode (`gate_pairwise`) reach it: one
+endpoint, one set of cache keys, one reading of the calibration file."""
 
 from __future__ import annotations
 
