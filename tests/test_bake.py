@@ -238,8 +238,8 @@ def test_secrets_and_local_reports_are_never_committed(bake):
     local = (".env", "data/raw/.env", "eval/gate.md", "eval/gate.html", ".cache/gate.log", ".cache/eval/x.jsonl", "mlflow.db",
              ".hypothesis/examples")  # fmt: skip
     assert [p for p in local if not ignored(p)] == []
-    reviewed = ("eval/report.md", "eval/report.html", "eval/metrics.json", "eval/results.jsonl", "eval/catalogue.json")
-    reviewed += (".env.example",)
+    reviewed = ["eval/report.md", "eval/report.html", "eval/metrics.json", "eval/results.jsonl", "eval/catalogue.json"]
+    reviewed.append(".env.example")
     assert [p for p in (*reviewed, "eval/plots/tags.json", "models/version.json") if ignored(p)] == []
     attributes = ["git", "check-attr", "diff", "linguist-generated", "--", "eval/report.html"]
     page = subprocess.run(attributes, cwd=project, capture_output=True, text=True, check=True).stdout

@@ -154,7 +154,8 @@ def test_a_new_feature_needs_no_framework_file(endpoint, tmp_path):
     for starter in ("prompts/sentiment.yaml", "tests/prompts/test_sentiment.py"):
         (project / starter).unlink()
     params = project / "params.yaml"
-    params.write_text(re.sub(r"(?m)^  base_url: .*$", f"  base_url: {endpoint}", params.read_text()))
+    # the model's base_url only (the first): judge.base_url stays empty, the judge off
+    params.write_text(re.sub(r"(?m)^  base_url: .*$", f"  base_url: {endpoint}", params.read_text(), count=1))
 
     make(project, "repro", env=env)
     metrics = json.loads((project / "eval" / "metrics.json").read_text())
