@@ -126,15 +126,21 @@ class ModelSettings:
 
     def api_key(self) -> str | None:
         """The key from the env var named in params; a clear error when it is named but unset."""
-        if not self.api_key_env:
-            return None
-        key = os.environ.get(self.api_key_env, "")
-        if not key:
-            raise SettingsError(
-                f"model.api_key_env: environment variable {self.api_key_env} is not set or empty "
-                "(export it or put it in .env, see .env.example; in CI, a secret; never in params.yaml)"
-            )
-        return key
+        return key_from_env("model", self.api_key_env)
+
+
+def key_from_env(section: str, env: str) -> str | None:
+    """The value of the env var `<section>.api_key_env` names (None when it names none); a clear
+    error when it is named but unset: keys live in the environment, never in params.yaml."""
+    if not env:
+        return None
+    key = os.environ.get(env, "")
+    if not key:
+        raise SettingsError(
+            f"{section}.api_key_env: environment variable {env} is not set or empty "
+            "(export it or put it in .env, see .env.example; in CI, a secret; never in params.yaml)"
+        )
+    return key
 
 
 def _judge_url(value: str) -> str | None:
@@ -175,15 +181,7 @@ class JudgeSettings:
 
     def api_key(self) -> str | None:
         """The judge's key from the env var named in params; a clear error when it is named but unset."""
-        if not self.api_key_env:
-            return None
-        key = os.environ.get(self.api_key_env, "")
-        if not key:
-            raise SettingsError(
-                f"judge.api_key_env: environment variable {self.api_key_env} is not set or empty "
-                "(export it or put it in .env; in CI, a secret; never in params.yaml)"
-            )
-        return key
+        return key_from_env("judge", self.api_key_env)
 
     def as_model(self) -> ModelSettings:
         """The judge as a model endpoint, for the one client and cache every call goes through."""
