@@ -138,6 +138,44 @@ def test_a_taken_port_is_retried_and_reported_when_it_stays_taken(monkeypatch, t
     assert servers(port=str(port)) == []
 
 
+# A server that is ready, then dies slowly on its first chat call: its sockets reset at once, but the
+# process lingers (deaf to SIGTERM) before it exits 7 - the window in which a killed llama.cpp
+# server has closed its connections but cannot be reaped yet.
+SLOW_DEATH = """
+import http.server, os, signal, socket, struct, sys, time
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"{}")
+    def do_POST(self):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        os.close(self.connection.detach()); os.close(self.server.socket.detach())  # RST now, not at exit
+        time.sleep(1.0)
+        os._exit(7)
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+def test_a_crash_is_reported_even_when_the_dying_server_cannot_be_reaped_yet(monkeypatch, tmp_path):
+    """The run's calls fail with resets before the server's exit status exists: the block still ends
+    in the one line that says the server died, never in a run that looks merely unlucky."""
+    monkeypatch.setattr(
+        embedded, "server_command", lambda model, port, *_: [sys.executable, "-c", SLOW_DEATH, str(port)]
+    )
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"GGUF")
+    # The reset is what the runner counts as a failed call before it ends the run.
+    with (
+        pytest.raises(UserError) as error,
+        embedded_server(log_dir=tmp_path, model=fake) as base_url,
+        pytest.raises(requests.ConnectionError),
+    ):
+        requests.post(f"{base_url}/chat/completions", json={}, timeout=5)
+    assert str(error.value).startswith("the embedded model server died mid-run (exit code 7)")
+
+
 def test_a_runtime_that_dies_mid_run_stops_the_run_with_one_line_and_caches_only_answers(project):
     """SIGKILL the server while `evaluate` runs: the run fails saying so, every cached entry is a
     real answer (the calls after the crash are errors, never cached), and nothing is left running."""

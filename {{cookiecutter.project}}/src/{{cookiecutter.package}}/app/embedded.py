@@ -116,14 +116,21 @@ def _wait_ready(base_url: str, process: subprocess.Popen, log: Path, model: Path
     raise UserError(f"the embedded model server did not become ready in {READY_TIMEOUT_S:.0f} s (log: {log})")
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def _stop(process: subprocess.Popen) -> bool:
+    """Stop the server; True when it had ended on its own (a crash), False when this stopped it."""
+    if process.poll() is not None:
+        return True
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return False
+    # `serve` answers SIGTERM with exit 0. Any other status means it was already dying when asked:
+    # a killed process closes its sockets (the run sees resets) a moment before it can be reaped,
+    # so `poll()` alone races the crash it is meant to report.
+    return process.returncode not in (0, -signal.SIGTERM)
 
 
 @contextlib.contextmanager
@@ -173,10 +180,10 @@ def embedded_server(
         except KeyboardInterrupt:
             raise  # Ctrl-C reaches the child too: its exit is expected
         except BaseException as error:
-            if process.poll() is not None:
+            if _stop(process):
                 raise UserError(_died(process, log)) from error
             raise
-        if process.poll() is not None:
+        if _stop(process):
             raise UserError(_died(process, log))
     finally:
         for each in started:
