@@ -17,7 +17,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help setup setup-pythons tools demo test test-fast lint bench bench-cold clean
+.PHONY: help setup setup-pythons tools demo test test-fast test-nightly lint bench bench-cold clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -61,8 +61,11 @@ tools: ## Debian's prometheus (server + promtool) and chromium for the tests, wh
 demo: setup ## the main job: bake the default project into build/ and run its pipeline on the embedded model
 	$(PY) -m tests.bakery demo build
 
-test: setup setup-pythons tools ## the full tier (CI): every option combination, each code tree's and Python's suite, the pipelines end to end
+test: setup setup-pythons tools ## the full tier (CI): every option combination, each code tree's suite, each Python's smoke tests, the pipelines end to end
 	$(PY) -m pytest --tier full $(XDIST) --durations=20 $(PYTEST_ARGS)
+
+test-nightly: setup setup-pythons tools ## the full tier and every other Python's whole generated suite (the template's nightly job)
+	$(PY) -m pytest --tier nightly $(XDIST) --durations=20 $(PYTEST_ARGS)
 
 test-fast: setup tools ## the change loop (~1 min): the default bake and its suite, one option changed at a time, the validators
 	$(PY) -m pytest --tier fast $(XDIST) --durations=10 $(PYTEST_ARGS)

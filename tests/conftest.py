@@ -1,10 +1,12 @@
 """Fixtures shared by the template's tests: bake once per answer set, run baked projects' commands.
 
-Two tiers (`--tier`, see the README): `fast` (`make test-fast`, the change loop) bakes the defaults
-and every answer one option away from them and runs the default project's suite; `full` (`make
-test`, CI) runs everything else too: every combination, every code tree's and every Python's suite,
-the pipelines end to end (`slow`). Tests marked `full` or `slow` are only in the full tier; tests
-marked `fast_only` only in the fast one (the full tier covers them another way).
+Three tiers (`--tier`, see CONTRIBUTING.md): `fast` (`make test-fast`, the change loop) bakes the
+defaults and every answer one option away from them and runs the default project's suite; `full`
+(`make test`, CI) runs everything else too: every combination, every code tree's suite, a smoke run
+on every other Python, the pipelines end to end (`slow`); `nightly` (`make test-nightly`) is the full
+tier plus every other Python's whole suite. Tests marked `full` or `slow` are only in the full and
+nightly tiers, `nightly` only in the nightly one, `fast_only` only in the fast one (the others
+cover them another way).
 """
 
 from __future__ import annotations
@@ -79,6 +81,16 @@ SHARED_FIXTURE_MODULES = {
 }
 
 
+TIERS = ("fast", "full", "nightly")
+
+
+def in_tier(tier: str, markers: set[str]) -> bool:
+    """Whether a test with these markers runs in `tier` (each tier but fast holds the one before it)."""
+    if tier == "fast":
+        return not markers & {"slow", "full", "nightly"}
+    return "fast_only" not in markers and (tier == "nightly" or "nightly" not in markers)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """xdist's load scheduling, keeping the modules above whole (xdist's own `--dist loadgroup`
@@ -103,18 +115,22 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--tier", choices=("fast", "full"), default="full", help="fast: the change loop; full: CI")
+    parser.addoption(
+        "--tier",
+        choices=TIERS,
+        default="full",
+        help="fast: the change loop; full: CI; nightly: full plus every other Python's whole suite",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Keep the tier's tests, the longest first (xdist hands them out in this order, so the two
     workers finish together instead of one waiting on a long test that started last)."""
-    fast = config.getoption("--tier") == "fast"
+    tier = config.getoption("--tier")
     keep: list[pytest.Item] = []
     drop: list[pytest.Item] = []
     for item in items:
-        only_full = item.get_closest_marker("slow") or item.get_closest_marker("full")
-        (drop if (only_full if fast else item.get_closest_marker("fast_only")) else keep).append(item)
+        (keep if in_tier(tier, {m.name for m in item.iter_markers()}) else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
     keep.sort(key=lambda item: 0 if item.get_closest_marker("long") else 1)

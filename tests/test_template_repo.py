@@ -1,7 +1,7 @@
 """The template repository's own workflow (.github/workflows/template.yml): validators and contract.
 
-Pull requests run the fast tier, the nightly schedule and pushes to main the full one; the workflow
-is hardened like the generated project's (tests/test_workflows.py checks those).
+Pull requests run the fast tier, pushes to main the full one, the schedule the nightly one; the
+workflow is hardened like the generated project's (tests/test_workflows.py checks those).
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ def workflow() -> dict:
 
 
 def runs(job: dict, event: str, tier: str | None = None) -> bool:
-    """Whether GitHub starts `job` for `event` (and a workflow_dispatch `tier` input)."""
-    condition = str(job.get("if", "true")).strip().removeprefix("${{").removesuffix("}}")
+    """Whether GitHub runs `job` (or one of its steps) for `event` (and a workflow_dispatch `tier` input)."""
+    if "if" not in job:
+        return True
+    condition = str(job["if"]).strip().removeprefix("${{").removesuffix("}}")
     tokens = [m.group(1) for m in CONDITION_TOKEN.finditer(condition)]
     assert sum(len(m.group(0)) for m in CONDITION_TOKEN.finditer(condition)) == len(condition), (
         f"this test cannot read the condition {condition!r}: teach it the new expression"
@@ -48,12 +50,13 @@ def runs(job: dict, event: str, tier: str | None = None) -> bool:
 
 
 def targets(workflow: dict, event: str, tier: str | None = None) -> set[str]:
-    """The make targets the jobs started for `event` run."""
+    """The make targets the jobs started for `event` run (the steps' own conditions applied too)."""
     return {
         target
         for job in workflow["jobs"].values()
         if runs(job, event, tier)
         for step in steps(job)
+        if runs(step, event, tier)
         for target in make_calls(step.get("run", ""))
     }
 
@@ -85,12 +88,14 @@ def test_triggers(workflow: dict) -> None:
     assert on["schedule"] and all("cron" in entry for entry in on["schedule"])
 
 
-def test_pull_requests_run_the_fast_tier_and_main_the_full_one(workflow: dict) -> None:
+def test_pull_requests_run_the_fast_tier_main_the_full_one_and_the_schedule_the_nightly_one(workflow: dict) -> None:
     assert targets(workflow, "pull_request") == {"setup", "test-fast"}
-    for event in ("schedule", "push", "workflow_dispatch"):
-        assert targets(workflow, event, "full" if event == "workflow_dispatch" else None) == {"setup", "test"}, event
+    assert targets(workflow, "push") == targets(workflow, "workflow_dispatch", "full") == {"setup", "test"}
+    assert (
+        targets(workflow, "schedule") == targets(workflow, "workflow_dispatch", "nightly") == {"setup", "test-nightly"}
+    )
     assert targets(workflow, "workflow_dispatch", "fast") == {"setup", "test-fast"}
-    assert {"setup", "test", "test-fast"} <= makefile_targets(ROOT / "Makefile")
+    assert {"setup", "test", "test-fast", "test-nightly"} <= makefile_targets(ROOT / "Makefile")
 
 
 def test_permissions_concurrency_and_timeouts(workflow: dict) -> None:
