@@ -92,6 +92,12 @@ def repo(ready, tmp_path_factory) -> Iterator[Path]:
             assert said in calibrated.stdout and ("gates" in calibrated.stdout) == agree, calibrated.stdout
             run(project, "python", "-m", "dvc", "repro", "evaluate")
             commit(project, f"Judge calibrated: people {branch}")
+        # From `agrees`: the calibration dropped (main's empty file back) and the eval re-run, so the
+        # judge's verdicts stop counting and the answers it failed pass.
+        run(project, "git", "checkout", "-q", "-b", "uncounted", "agrees")
+        run(project, "git", "checkout", "main", "--", "eval/judge_calibration.json")
+        run(project, "python", "-m", "dvc", "repro", "evaluate")
+        commit(project, "The judge's calibration dropped")
         build_pairwise_branches(project, judge_module)
         yield project
 
@@ -153,6 +159,23 @@ def test_a_calibrated_judge_gates(repo: Path) -> None:
     assert "❌" in pass_rate
     assert "### Flipped pass → fail" in report  # the answers the judge fails
     assert "gates (calibrated)" in report and "reported only: not calibrated" not in report
+
+
+def test_a_change_that_stops_a_calibrated_judge_counting_needs_approval(repo: Path) -> None:
+    """Judged by `agrees`, whose judge gates: the head's own calibration decided what passed, so its
+    pass_rate rose, and that is a policy change, not an improvement."""
+    run(repo, "git", "checkout", "-q", "-f", "uncounted")
+    before, after = (
+        json.loads(run(repo, "git", "show", f"{r}:eval/metrics.json").stdout) for r in ("agrees", "uncounted")
+    )
+    assert after["pass_rate"] > before["pass_rate"]
+    proc = run(repo, "judge-demo", "gate", "--base", "agrees", check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    policy = proc.stdout.split("### Policy changes", 1)[1].split("| metric |", 1)[0]
+    assert "needs approval" in policy
+    assert re.search(r"`judge\.rubric\.[0-9a-f]{12}: \"counts\" → none \(loosened\)`", policy), proc.stdout
+    approved = run(repo, "judge-demo", "gate", "--base", "agrees", "--policy-approved", check=False)
+    assert approved.returncode == 0, approved.stdout + approved.stderr
 
 
 def test_an_uncalibrated_judge_only_reports(repo: Path) -> None:

@@ -4,17 +4,20 @@ The whole command (git, `dvc metrics diff`, exit codes) runs in the template's e
 on a real repository; these pin the rules themselves.
 """
 
+import dataclasses
+import json
+
 import pytest
 
 from {{ cookiecutter.package }}.evaluation import catalogue
 from {{ cookiecutter.package }}.evaluation.results import Result, ResultsError
 from {{ cookiecutter.package }}.evaluation.results import parse as parse_results
-from {{ cookiecutter.package }}.gate.inputs import GateInputError, GateInputs
+from {{ cookiecutter.package }}.gate.inputs import GateInputError, GateInputs, with_calibration
 from {{ cookiecutter.package }}.gate.paired import Paired, compare, decide, example_rates, mcnemar_p, paired_metrics
 from {{ cookiecutter.package }}.gate.policy import bar_changes, golden_changes
 from {{ cookiecutter.package }}.gate.report import cell, render, shown_input
 from {{ cookiecutter.package }}.gate.verdict import GateResult, Verdict, judge
-from {{ cookiecutter.package }}.settings import Policy, Thresholds, parse, parse_policy
+from {{ cookiecutter.package }}.settings import JudgeSettings, Policy, Thresholds, parse, parse_policy
 
 SETTINGS = parse(
     """
@@ -296,6 +299,30 @@ def test_bars_moved_by_the_head_are_listed_with_their_direction():
         'gate.required.error_rate: "required" → none (loosened)',
     ]
     assert not bar_changes(POLICY, POLICY)
+
+
+def test_a_calibrated_rubric_that_stops_counting_is_a_loosened_bar():
+    """The head's evaluation let its own calibration decide what passed: a rubric version the base's
+    judge counted and the head's does not is a bar removed."""
+    judge_on = JudgeSettings(base_url="http://127.0.0.1:9/v1", name="judge")
+    base = dataclasses.replace(POLICY, judge=judge_on, calibrated=frozenset({"aaaaaaaaaaaa", "bbbbbbbbbbbb"}))
+    head = dataclasses.replace(base, calibrated=frozenset({"bbbbbbbbbbbb", "cccccccccccc"}))
+    assert [str(c) for c in bar_changes(base, head)] == [
+        'judge.rubric.aaaaaaaaaaaa: "counts" → none (loosened)',
+        'judge.rubric.cccccccccccc: none → "counts" (tightened)',
+    ]
+    judge_off = dataclasses.replace(base, judge=JudgeSettings())  # its calibration file unchanged
+    assert [c.loosened for c in bar_changes(base, judge_off)] == [True, True]
+    assert not bar_changes(judge_off, dataclasses.replace(judge_off, calibrated=frozenset()))
+
+
+def test_each_revision_counts_its_calibration_at_its_own_min_kappa():
+    calibration = json.dumps({"rubrics": {"aaaaaaaaaaaa": {"kappa": 0.8}, "bbbbbbbbbbbb": {"kappa": 0.95}}})
+    judged = HEAD_PARAMS + "judge: {base_url: 'http://127.0.0.1:9/v1', name: judge, min_kappa: 0.9}\n"
+    assert with_calibration(parse_policy(judged, "head"), calibration, "c").judge_gating == {"bbbbbbbbbbbb"}
+    assert with_calibration(parse_policy(HEAD_PARAMS, "head"), calibration, "c").judge_gating == frozenset()
+    with pytest.raises(GateInputError, match=r"^c at main: not a judge calibration file"):
+        with_calibration(parse_policy(judged, "head"), "[]", "c at main")
 
 
 def test_the_base_bars_judge_and_loosening_them_needs_approval():

@@ -410,20 +410,28 @@ def parse(text: str, source: str = "params.yaml") -> Settings:
 
 @dataclass(frozen=True)
 class Policy:
-    """The bars that judge a change: `thresholds` and `gate`. The gate reads them from the base
-    revision, so a pull request cannot loosen the bars it is judged by."""
+    """The bars that judge a change: `thresholds`, `gate`, and which judge rubrics count. The gate
+    reads them from the base revision, so a pull request cannot loosen the bars it is judged by."""
 
     thresholds: Thresholds
     gate: GateSettings
+    judge: JudgeSettings = field(default_factory=JudgeSettings)
+    # The rubric versions whose calibration file entry (at the same revision) reaches judge.min_kappa.
+    calibrated: frozenset[str] = frozenset()
+
+    @property
+    def judge_gating(self) -> frozenset[str]:
+        """The rubric versions whose verdicts count towards pass_rate: none while the judge is off."""
+        return self.calibrated if self.judge.enabled else frozenset()
 
 
-POLICY_SECTIONS = ("thresholds", "gate")
+POLICY_SECTIONS = ("thresholds", "gate", "judge")
 
 
 def parse_policy(text: str, source: str) -> Policy:
-    """The `thresholds` and `gate` sections of a params.yaml; the other sections are not read (the
-    base may be older than this code: keys since added or dropped there do not matter), these two
-    are validated as strictly as everywhere."""
+    """The `thresholds`, `gate` and `judge` sections of a params.yaml; the other sections are not
+    read (the base may be older than this code: keys since added or dropped there do not matter),
+    these are validated as strictly as everywhere. `calibrated` is left empty: it is another file's."""
     data, ctx = _read(text, source, POLICY_SECTIONS)
     if not isinstance(data, dict):
         raise ctx.error((), f"expected a mapping, got {_describe(data)}")

@@ -6,6 +6,7 @@ failure is a `GateInputError` naming what is unusable and what to do: the gate e
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -20,6 +21,7 @@ from ..evaluation import catalogue as catalogue_mod
 from ..evaluation.metrics import is_number
 from ..evaluation.results import Result, ResultsError
 from ..evaluation.results import parse as parse_results
+from ..judge import calibration
 from ..settings import Policy, SettingsError, parse_policy
 
 QUIET = {"DVC_NO_ANALYTICS": "1"}
@@ -178,6 +180,17 @@ def read_policy(text: str, source: str) -> Policy:
         raise GateInputError(str(exc)) from None
 
 
+def with_calibration(policy: Policy, text: str | None, source: str) -> Policy:
+    """`policy` with the rubric versions its calibration file (`text`, None: absent) lets count."""
+    if text is None or not policy.judge.enabled:
+        return policy
+    try:
+        found = calibration.calibrated_in(text, policy.judge.min_kappa, source)
+    except calibration.CalibrationError as exc:
+        raise GateInputError(str(exc)) from None
+    return dataclasses.replace(policy, calibrated=found)
+
+
 def load(base: str, paths: GatePaths, policy_ref: str | None = None) -> GateInputs:
     """Read and check every input of the gate (GateInputError on the first unusable one). The bars
     come from `policy_ref` (default: the base), the head's own bars only describe its changes."""
@@ -187,12 +200,17 @@ def load(base: str, paths: GatePaths, policy_ref: str | None = None) -> GateInpu
         check_base(policy_ref)
     notes = []
     head_policy = read_policy(read_head(paths.params), f"{paths.params} (head)")
+    head_calibration = Path(head_policy.judge.calibration)
+    if head_policy.judge.enabled and head_calibration.is_file():
+        head_policy = with_calibration(head_policy, read_head(head_calibration), f"{head_calibration} (head)")
     policy_text = at_base(policy_ref, str(paths.params))
     if policy_text is None:
         policy = head_policy
         notes.append(f"No {paths.params} at `{policy_ref}`: the head's own bars apply.")
     else:
         policy = read_policy(policy_text, f"{paths.params} at {policy_ref}")
+        where = policy.judge.calibration
+        policy = with_calibration(policy, at_base(policy_ref, where), f"{where} at {policy_ref}")
     base_golden_text = at_base(policy_ref, str(paths.golden))
     base_golden = _golden(base_golden_text) if base_golden_text is not None else None
     metrics_file, results_file = str(paths.metrics), str(paths.results)

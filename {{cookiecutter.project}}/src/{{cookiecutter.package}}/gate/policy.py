@@ -1,11 +1,12 @@
-"""What a change does to the gate's own policy: its bars (`thresholds`, `gate`) and its golden set.
+"""What a change does to the gate's own policy: its bars (`thresholds`, `gate`), the judge rubrics
+that count, and its golden set.
 
 A pull request is judged by the bars of its base, never by its own: a change to them takes effect
 once merged. Some changes would let worse versions through later - a lower minimum, a higher
 maximum, a wider tolerance, a smaller `alpha`, a bigger `max_drop`, a required metric dropped, a
-golden example removed or its expectation edited - and those fail the gate unless the change is
-approved (the `gate-policy-approved` label in CI, see the README). Adding examples and tightening
-bars never need approval.
+calibrated judge rubric that stops counting, a golden example removed or its expectation edited -
+and those fail the gate unless the change is approved (the `gate-policy-approved` label in CI, see
+the README). Adding examples and tightening bars never need approval.
 """
 
 from __future__ import annotations
@@ -76,6 +77,13 @@ def bar_changes(base: Policy, head: Policy) -> list[BarChange]:
     old, new = set(base.gate.required), set(head.gate.required)
     changes += [BarChange(f"gate.required.{n}", "required", None, True) for n in sorted(old - new)]
     changes += [BarChange(f"gate.required.{n}", None, "required", False) for n in sorted(new - old)]
+    # A judge rubric's verdicts fail answers only while its version is calibrated (kappa >=
+    # judge.min_kappa) and the judge is on. The head's evaluation used the head's calibration: a
+    # version that stops counting there - min_kappa raised, the file edited, the judge turned off,
+    # the rubric reworded - passes answers the base's judge failed.
+    counted, counts = base.judge_gating, head.judge_gating
+    changes += [BarChange(f"judge.rubric.{v}", "counts", None, True) for v in sorted(counted - counts)]
+    changes += [BarChange(f"judge.rubric.{v}", None, "counts", False) for v in sorted(counts - counted)]
     return changes
 
 

@@ -170,16 +170,20 @@ def calibrated(path: Path, min_kappa: float) -> frozenset[str]:
     setting, not the one it was written with). No file: none."""
     if not path.exists():
         return frozenset()
+    return calibrated_in(read_text(path, CalibrationError), min_kappa, str(path))
+
+
+def calibrated_in(text: str, min_kappa: float, source: str) -> frozenset[str]:
+    """`calibrated` of a calibration file's text (`source` names it in the error)."""
     try:
-        data = json.loads(read_text(path, CalibrationError))
-        rubrics = data["rubrics"]
+        rubrics = json.loads(text)["rubrics"]
         return frozenset(
             version
             for version, entry in rubrics.items()
             if isinstance(entry.get("kappa"), int | float) and entry["kappa"] >= min_kappa
         )
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise CalibrationError(f"{path}: not a judge calibration file: re-run `judge calibrate`") from None
+        raise CalibrationError(f"{source}: not a judge calibration file: re-run `judge calibrate`") from None
 
 
 def describe(found: Sequence[RubricCalibration], min_kappa: float) -> list[str]:
