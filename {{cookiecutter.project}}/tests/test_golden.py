@@ -103,12 +103,15 @@ def test_an_example_that_checks_nothing_is_rejected(toy_project):
         json.dumps({"id": "flow", "flow": "reply", "input": {"text": "good"}}),
         json.dumps({"id": "schema", "prompt": "label", "input": {"text": "x"}}),  # its output schema is checked
         json.dumps({"id": "timed", "prompt": "echo", "input": {"text": "x"}, "max_latency_ms": 900}),
+        json.dumps({"id": "rubric", "prompt": "echo", "input": {"text": "x"}, "judge": "Polite."}),
     ]
     with pytest.raises(GoldenSetError) as err:
         check_targets(parse_lines(lines, "g.jsonl"), load_all(), toy.APP.flows, "g.jsonl")
     assert str(err.value).splitlines() == [
         "g.jsonl: free-text: checks nothing: say what a good answer is (`expected`, `contains`, ...)",
         "g.jsonl: flow: checks nothing: say what a good answer is (`expected`, `contains`, ...)",
+        "g.jsonl: rubric: checks nothing: its judge rubric counts only once calibrated; add a check of its own "
+        "(`contains`, `regex`, ...)",
     ]
 
 

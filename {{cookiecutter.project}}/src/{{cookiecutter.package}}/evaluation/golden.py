@@ -205,9 +205,13 @@ def check_targets(
 
     problems = []
     for example in examples:
-        # An example with nothing to score would count as a pass whatever the answer.
-        checks_nothing = (
-            f"{source}: {example.id}: checks nothing: say what a good answer is (`expected`, `contains`, ...)"
+        # An example with nothing to score would count as a pass whatever the answer. A rubric alone
+        # is not a check: its verdicts count only once calibrated (judge/calibration.py), and never
+        # while the judge is off.
+        checks_nothing = f"{source}: {example.id}: checks nothing" + (
+            ": its judge rubric counts only once calibrated; add a check of its own (`contains`, `regex`, ...)"
+            if "judge" in example.expectations
+            else ": say what a good answer is (`expected`, `contains`, ...)"
         )
         if example.flow is not None:
             problems += _flow_problems(example, example.flow, flows, source)
