@@ -316,6 +316,17 @@ def test_a_calibrated_rubric_that_stops_counting_is_a_loosened_bar():
     assert not bar_changes(judge_off, dataclasses.replace(judge_off, calibrated=frozenset()))
 
 
+def test_switching_the_pairwise_judge_off_is_a_loosened_bar():
+    pairwise = dataclasses.replace(
+        POLICY, judge=JudgeSettings(base_url="http://127.0.0.1:9/v1", name="j", pairwise=True)
+    )
+    pointwise = dataclasses.replace(pairwise, judge=dataclasses.replace(pairwise.judge, pairwise=False))
+    assert [str(c) for c in bar_changes(pairwise, pointwise)] == ["judge.pairwise: true → false (loosened)"]
+    assert [str(c) for c in bar_changes(pointwise, pairwise)] == ["judge.pairwise: false → true (tightened)"]
+    off = dataclasses.replace(pairwise, judge=dataclasses.replace(pairwise.judge, base_url=""))  # no judge at all
+    assert [c.loosened for c in bar_changes(pairwise, off)] == [True]
+
+
 def test_each_revision_counts_its_calibration_at_its_own_min_kappa():
     calibration = json.dumps({"rubrics": {"aaaaaaaaaaaa": {"kappa": 0.8}, "bbbbbbbbbbbb": {"kappa": 0.95}}})
     judged = HEAD_PARAMS + "judge: {base_url: 'http://127.0.0.1:9/v1', name: judge, min_kappa: 0.9}\n"

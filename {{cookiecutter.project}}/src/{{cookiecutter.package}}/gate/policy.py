@@ -4,7 +4,7 @@ that count, and its golden set.
 A pull request is judged by the bars of its base, never by its own: a change to them takes effect
 once merged. Some changes would let worse versions through later - a lower minimum, a higher
 maximum, a wider tolerance, a smaller `alpha`, a bigger `max_drop`, a required metric dropped, a
-calibrated judge rubric that stops counting, a golden example removed or its expectation edited -
+calibrated judge rubric that stops counting, the pairwise judge switched off, a golden example removed or its expectation edited -
 and those fail the gate unless the change is approved (the `gate-policy-approved` label in CI, see
 the README). Adding examples and tightening bars never need approval.
 """
@@ -84,6 +84,10 @@ def bar_changes(base: Policy, head: Policy) -> list[BarChange]:
     counted, counts = base.judge_gating, head.judge_gating
     changes += [BarChange(f"judge.rubric.{v}", "counts", None, True) for v in sorted(counted - counts)]
     changes += [BarChange(f"judge.rubric.{v}", None, "counts", False) for v in sorted(counts - counted)]
+    # The gate's pairwise judge (judge.pairwise) runs on the head's settings: switching it off is a bar removed.
+    compared, compares = (p.judge.enabled and p.judge.pairwise for p in (base, head))
+    if compared != compares:
+        changes.append(BarChange("judge.pairwise", compared, compares, loosened=compared))
     return changes
 
 
