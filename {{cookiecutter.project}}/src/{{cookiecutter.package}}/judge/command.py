@@ -73,7 +73,7 @@ def pairwise_comparison(config: settings_mod.Settings, inputs: GateInputs) -> pa
         return None
     settings.api_key()
     pairs = pairwise_pairs(inputs, load_all(Path("prompts")))
-    calibrated = calibration.calibrated(Path(settings.calibration), settings.min_kappa)
+    calibrated = (inputs.head_policy or inputs.policy).calibrated  # read once, by the gate's inputs
     model = settings.as_model()
     with ResponseCache(config.eval.cache_dir) as cache, connect(model, config.eval) as client:
         chat = CachedChat(cache, keying(settings), 0, client_chat(client, model), usable=usable)

@@ -39,7 +39,7 @@ def _round(value: float | None) -> float | None:
 
 
 def _word(label: Hashable) -> str:
-    return {True: "pass", False: "fail"}.get(label, str(label)) if isinstance(label, bool) else str(label)
+    return ("pass" if label else "fail") if isinstance(label, bool) else str(label)
 
 
 def cohen_kappa(pairs: Sequence[tuple[Hashable, Hashable]]) -> Agreement:

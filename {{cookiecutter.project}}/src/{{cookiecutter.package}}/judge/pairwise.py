@@ -102,7 +102,6 @@ class Pair:
 class Comparison:
     """The head against the base over the pairs, per example id."""
 
-    version: str  # the pairwise rubric version (one rubric: the first pair's; see `compare`)
     gating: bool
     head_wins: list[str] = field(default_factory=list)
     base_wins: list[str] = field(default_factory=list)
@@ -120,9 +119,7 @@ class Comparison:
 def compare(pairs: Sequence[Pair], model: str, chat: Chat, calibrated: frozenset[str]) -> Comparison:
     """Every pair judged both ways. It gates only when every rubric it used is calibrated."""
     versions = {pairwise_version(p.rubric, model) for p in pairs}
-    found = Comparison(
-        ",".join(sorted(versions)), bool(versions) and versions <= calibrated, versions=versions
-    )  # fmt: skip
+    found = Comparison(bool(versions) and versions <= calibrated, versions=versions)
     for pair in pairs:
         try:
             winner = prefer(chat, pair.rubric, pair.input, pair.base, pair.head)

@@ -10,6 +10,11 @@ from ..evaluation.results import Result
 NOT_CALIBRATED = "reported only: not calibrated"
 
 
+def state(gating: bool) -> str:
+    """Whether a rubric version's verdicts count, in the reports' words."""
+    return "gates (calibrated)" if gating else NOT_CALIBRATED
+
+
 @dataclass(frozen=True)
 class RubricSummary:
     version: str
@@ -20,7 +25,7 @@ class RubricSummary:
 
     @property
     def state(self) -> str:
-        return "gates (calibrated)" if self.gating else NOT_CALIBRATED
+        return state(self.gating)
 
 
 def summarise(results: Sequence[Result]) -> list[RubricSummary]:

@@ -18,7 +18,7 @@ from ..evaluation import catalogue
 from ..evaluation.golden import Example
 from ..evaluation.metrics import Miss, per_example
 from ..evaluation.results import Result
-from ..judge.summary import NOT_CALIBRATED, summarise
+from ..judge.summary import state, summarise
 from . import charts
 from .page import Section, document, esc, rows_container, section, table
 from .page import controls as filter_bar
@@ -54,9 +54,9 @@ def judged(result: Result) -> str | None:
     """Which rubric judged this call and whether its verdict counts (the verdict is a scorer's)."""
     if result.judge is None:
         return None
-    state = "gates (calibrated)" if result.judge.get("gating") is True else NOT_CALIBRATED
     error = result.judge.get("error")
-    return f"rubric {result.judge.get('rubric', '')}: {state}" + (f"; no verdict: {error}" if error else "")
+    said = f"rubric {result.judge.get('rubric', '')}: {state(result.judge.get('gating') is True)}"
+    return said + (f"; no verdict: {error}" if error else "")
 
 
 def status(result: Result) -> str:
